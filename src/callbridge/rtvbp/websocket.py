@@ -1,0 +1,405 @@
+"""The ws.v1 binding on aiohttp (spec §4): the server upgrade, the client dial, and the transport.
+
+Server order (nothing of the session exists before the 101): Origin check (403), authentication
+(401), subprotocol negotiation (400), then the upgrade echoing only the selected profile token.
+Text frames carry control JSON as UTF-8 bytes, binary frames carry audio; both share one ordered
+outbound stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, hdrs, web
+from yarl import URL
+
+from callbridge.rtvbp.auth import (
+    AuthContext,
+    Authenticator,
+    AuthRequest,
+    OriginPolicy,
+)
+from callbridge.rtvbp.errors import AuthError, NegotiationError, RtvbpError
+from callbridge.rtvbp.profiles import (
+    CREDENTIAL_PREFIX,
+    Negotiated,
+    negotiate,
+    parse_offer,
+    profile_for,
+)
+from callbridge.rtvbp.transport_base import (
+    CLOSE_ABNORMAL,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    MessageKind,
+    TransportClosedError,
+    TransportMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+UNSUPPORTED_SUBPROTOCOL = "Unsupported WebSocket subprotocol"
+CLOSE_TIMEOUT_S = 5.0
+"""How long a close waits for the peer's close frame (Go and TS SDKs: 5 s teardown)."""
+MAX_CLOSE_REASON_BYTES = 123
+"""RFC 6455: a close frame's payload is at most 125 bytes, two of them the code."""
+_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+"""Codes that only report a condition locally and must never be sent in a close frame."""
+
+_LINK_LOST = aiohttp.WSMessage(WSMsgType.CLOSED, None, None)
+
+_WebSocket = web.WebSocketResponse[bool] | aiohttp.ClientWebSocketResponse[bool]
+
+
+class ConnectError(RtvbpError):
+    """Dialling an RTVBP endpoint failed; `status` is the HTTP status of a refused upgrade."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocketTransport:
+    """The runtime's `Transport` over one aiohttp WebSocket (server or client side).
+
+    Sends write the whole frame to the socket before their first suspension point, so
+    concurrent senders are ordered by call order and frames never interleave; the only wait is
+    aiohttp's flow-control drain. The close message seen by `receive()` is cached: one close,
+    reported forever after (peer's code; ours if we closed first; 1006 if the link broke).
+    """
+
+    __slots__ = ("_close_message", "_owned_session", "_socket")
+
+    def __init__(
+        self, socket: _WebSocket, *, owned_session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self._socket = socket
+        self._owned_session = owned_session
+        self._close_message: TransportMessage | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True from the moment either side started the close (or the link broke)."""
+        return self._close_message is not None
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection ended with: the peer's, ours if we closed first, or 1006."""
+        return None if self._close_message is None else self._close_message.close_code
+
+    async def send_text(self, data: bytes) -> None:
+        """Send one text message; `data` is UTF-8 JSON (sent as is, never re-encoded)."""
+        if self._close_message is not None:
+            raise TransportClosedError("WebSocket is closed")
+        try:
+            await self._socket.send_frame(data, WSMsgType.TEXT)
+        except ConnectionError:
+            raise TransportClosedError("WebSocket connection lost") from None
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send one binary message (one audio frame); no shared helper: no extra coroutine."""
+        if self._close_message is not None:
+            raise TransportClosedError("WebSocket is closed")
+        try:
+            await self._socket.send_frame(data, WSMsgType.BINARY)
+        except ConnectionError:
+            raise TransportClosedError("WebSocket connection lost") from None
+
+    async def receive(self) -> TransportMessage:
+        """The next text or binary message, or the (cached) close; never raises for link loss."""
+        if self._close_message is not None:
+            return self._close_message
+        while True:
+            try:
+                message = await self._socket.receive()
+            except (ConnectionError, aiohttp.ClientError):
+                message = _LINK_LOST  # e.g. answering a ping on a transport that just died
+            kind = message.type
+            if kind is WSMsgType.BINARY:
+                return TransportMessage(MessageKind.BINARY, message.data)
+            if kind is WSMsgType.TEXT:
+                data = message.data
+                if isinstance(data, str):  # a socket made with decode_text=True
+                    data = data.encode("utf-8")
+                return TransportMessage(MessageKind.TEXT, data)
+            if kind is WSMsgType.PING or kind is WSMsgType.PONG:
+                continue  # only reaches us with autoping disabled
+            break
+        close_message = self._close_message
+        if close_message is not None:
+            return close_message  # our own close() is under way; it releases the session
+        close_message = self._closed_by(message.type, message.data, message.extra)
+        self._close_message = close_message
+        await self._release_session()
+        return close_message
+
+    def _closed_by(self, kind: WSMsgType, data: Any, extra: str | None) -> TransportMessage:
+        """The close report for aiohttp's terminal message `kind`."""
+        if kind is WSMsgType.CLOSE:
+            code = int(data) if isinstance(data, int) and data else CLOSE_NO_STATUS
+            return TransportMessage(MessageKind.CLOSE, close_code=code, close_reason=extra or "")
+        if kind is WSMsgType.ERROR and isinstance(data, aiohttp.WebSocketError):
+            return TransportMessage(MessageKind.CLOSE, close_code=int(data.code))  # e.g. 1009
+        # Anything else without a close frame is a lost link (aiohttp reports an EOF as 1000).
+        return TransportMessage(MessageKind.CLOSE, close_code=CLOSE_ABNORMAL)
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close after everything already sent (frames are written in order, then the close).
+
+        Idempotent; waits up to the close timeout for the peer's close frame.
+        """
+        if code in _RESERVED_CLOSE_CODES or not 1000 <= code <= 4999:
+            raise ValueError(f"close code {code} cannot be sent")
+        if self._close_message is not None:
+            await self._release_session()
+            return
+        self._close_message = TransportMessage(
+            MessageKind.CLOSE, close_code=code, close_reason=reason
+        )
+        try:
+            await self._socket.close(code=code, message=_close_reason_bytes(reason))
+        finally:
+            await self._release_session()
+
+    async def _release_session(self) -> None:
+        session, self._owned_session = self._owned_session, None
+        if session is not None:
+            await session.close()
+
+
+def _close_reason_bytes(reason: str) -> bytes:
+    """`reason` as UTF-8, cut at a character boundary to fit a close frame."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return encoded
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An upgraded RTVBP connection; the aiohttp handler must return `response`."""
+
+    transport: WebSocketTransport
+    profile: Negotiated
+    auth: AuthContext | None
+    remote: str | None
+    user_agent: str | None
+    response: web.WebSocketResponse[bool]
+
+
+def _offered_subprotocols(request: web.BaseRequest) -> tuple[list[str], bool]:
+    """All offered tokens (every header line), and whether it was more than one header line."""
+    lines = request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, [])
+    return parse_offer(",".join(lines) if lines else None), len(lines) > 1
+
+
+def _refuse_subprotocol(request: web.BaseRequest, why: str) -> web.HTTPBadRequest:
+    logger.info("WebSocket upgrade from %s refused (400): %s", request.remote, why)
+    return web.HTTPBadRequest(text=UNSUPPORTED_SUBPROTOCOL)
+
+
+async def accept(
+    request: web.Request,
+    *,
+    supported_profiles: Sequence[str] | None = None,
+    authenticator: Authenticator | None = None,
+    origins: OriginPolicy | None = None,
+    heartbeat_s: float | None = 20.0,
+    max_message_bytes: int = 1 << 20,
+    close_timeout_s: float = CLOSE_TIMEOUT_S,
+) -> Accepted:
+    """Check, authenticate, negotiate and upgrade `request`; refusals raise aiohttp HTTP errors.
+
+    `heartbeat_s`: ping interval (None: off); the connection fails (1006) when no pong came
+    within half of it. `max_message_bytes`: the largest incoming message; a larger one closes
+    the connection with 1009. `close_timeout_s`: how long a close waits for the peer's reply.
+    """
+    if max_message_bytes < 1:
+        raise ValueError("max_message_bytes must be positive")
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origins is not None and not origins.check(origin):
+        logger.info("WebSocket upgrade from %s refused (403): origin not allowed", request.remote)
+        raise web.HTTPForbidden(text="Origin not allowed")
+
+    offered, several_lines = _offered_subprotocols(request)
+    auth: AuthContext | None = None
+    if authenticator is not None:
+        auth_request = AuthRequest(
+            headers=request.headers,
+            offered_subprotocols=offered,
+            remote=request.remote,
+            path=request.path,
+            query=request.query,
+        )
+        try:
+            auth = await authenticator(auth_request)
+        except AuthError as error:
+            logger.info("WebSocket upgrade from %s refused (401): %s", request.remote, error)
+            raise web.HTTPUnauthorized(
+                text=f"Unauthorized: {error}", headers={hdrs.WWW_AUTHENTICATE: "Bearer"}
+            ) from None
+
+    try:
+        negotiated = negotiate(offered, supported_profiles)
+    except NegotiationError as error:
+        raise _refuse_subprotocol(request, error.kind) from None
+    token = negotiated.token
+    if offered and token is None:  # aiohttp would log the offer, which may hold a credential
+        raise _refuse_subprotocol(request, "no profile among the offered tokens")
+    if token is not None and several_lines:
+        # aiohttp only reads the first Sec-WebSocket-Protocol line when it echoes the token.
+        first_line = parse_offer(request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL))
+        if token not in first_line:
+            raise _refuse_subprotocol(request, "profile token not on the first header line")
+
+    response: web.WebSocketResponse[bool] = web.WebSocketResponse(
+        protocols=() if token is None else (token,),
+        heartbeat=heartbeat_s,
+        max_msg_size=max_message_bytes + 1,  # aiohttp refuses messages of exactly its limit
+        compress=False,
+        autoping=True,
+        decode_text=False,
+        timeout=close_timeout_s,
+    )
+    await response.prepare(request)
+    return Accepted(
+        transport=WebSocketTransport(response),
+        profile=negotiated,
+        auth=auth,
+        remote=request.remote,
+        user_agent=request.headers.get(hdrs.USER_AGENT),
+        response=response,
+    )
+
+
+class Connected:
+    """A dialled RTVBP connection; closing it also closes the ClientSession `connect` created."""
+
+    __slots__ = ("profile", "transport")
+
+    def __init__(self, transport: WebSocketTransport, profile: Negotiated) -> None:
+        self.transport = transport
+        self.profile = profile
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        await self.transport.close(code, reason)
+
+    async def __aenter__(self) -> Connected:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _describe_refusal(status: int) -> str:
+    reasons = {
+        400: "bad request (unsupported subprotocol?)",
+        401: "not authorized",
+        403: "forbidden (origin not allowed?)",
+        404: "no such endpoint",
+    }
+    return f"WebSocket upgrade refused: HTTP {status} {reasons.get(status, '')}".rstrip()
+
+
+async def connect(
+    url: str,
+    *,
+    profiles: Sequence[str] | None = ("rtvbp.v1",),
+    headers: Mapping[str, str] | None = None,
+    bearer_token: str | None = None,
+    session: aiohttp.ClientSession | None = None,
+    connect_timeout_s: float = 10.0,
+    heartbeat_s: float | None = None,
+    max_message_bytes: int = 1 << 20,
+    close_timeout_s: float = CLOSE_TIMEOUT_S,
+) -> Connected:
+    """Dial an RTVBP endpoint offering `profiles` (None or () = headerless legacy handshake).
+
+    The server must echo one of the offered profile tokens (nothing when headerless); anything
+    else fails the connection. Failures raise `ConnectError` (with `status` for HTTP refusals).
+    """
+    if max_message_bytes < 1:
+        raise ValueError("max_message_bytes must be positive")
+    offered = list(profiles or ())
+    request_headers = dict(headers or {})
+    if bearer_token is not None:
+        request_headers[hdrs.AUTHORIZATION] = f"Bearer {bearer_token}"
+    target = URL(url)
+    owned_session = None
+    if session is None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+        session = owned_session = aiohttp.ClientSession(timeout=timeout)
+    try:
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                socket = await session.ws_connect(
+                    target,
+                    protocols=offered,
+                    headers=request_headers,
+                    heartbeat=heartbeat_s,
+                    max_msg_size=max_message_bytes + 1,
+                    compress=0,
+                    autoping=True,
+                    autoclose=True,
+                    decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=close_timeout_s),
+                )
+        except aiohttp.WSServerHandshakeError as error:
+            if error.status == 101:
+                raise ConnectError(f"invalid WebSocket handshake: {error.message}") from None
+            raise ConnectError(_describe_refusal(error.status), status=error.status) from None
+        except aiohttp.ClientConnectorError as error:
+            raise ConnectError(
+                f"cannot connect to {target.host}:{target.port}: "
+                f"{error.os_error.strerror or type(error.os_error).__name__}"
+            ) from None
+        except TimeoutError:
+            raise ConnectError(
+                f"connecting to {target.host}:{target.port} timed out after {connect_timeout_s} s"
+            ) from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise ConnectError(f"connecting failed: {type(error).__name__}") from None
+        transport = WebSocketTransport(socket, owned_session=owned_session)
+        try:
+            negotiated = _client_profile(socket, offered)
+        except ConnectError:
+            await transport.close(1002, "subprotocol mismatch")
+            raise
+    except BaseException:
+        if owned_session is not None:
+            await owned_session.close()
+        raise
+    return Connected(transport, negotiated)
+
+
+def _client_profile(
+    socket: aiohttp.ClientWebSocketResponse[bool], offered: list[str]
+) -> Negotiated:
+    """The profile the server selected, checked against what we offered."""
+    selected = socket.protocol
+    if not offered:
+        # aiohttp ignores an echo nobody asked for; RFC 6455 says the client must fail then.
+        response = getattr(socket, "_response", None)
+        echoed = None if response is None else response.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL)
+        if echoed:
+            raise ConnectError("server selected a subprotocol in a headerless handshake")
+        return negotiate([])
+    if selected is None:
+        raise ConnectError("server selected none of the offered subprotocols")
+    if selected.startswith(CREDENTIAL_PREFIX):
+        raise ConnectError("server echoed the bearer credential as subprotocol")
+    try:
+        return Negotiated(selected, profile_for(selected))
+    except KeyError:
+        raise ConnectError("server selected an offered but unregistered profile") from None
