@@ -1,0 +1,144 @@
+"""Audio plumbing shared by both SDK roles: outbound chunking/pacing and inbound frame queues.
+
+Outbound: audio of any length (and, optionally, any sample rate) becomes exact 20 ms frames; with
+``realtime=True`` frames leave at the pace they play, a little ahead, so that a barge-in can stop
+what has not left yet. Inbound: the session's reader hands frames to a bounded queue that the user
+consumes as an async iterator; a consumer that falls behind loses the oldest frames, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+from callbridge.media.pcm import FrameChunker
+from callbridge.media.resample import Resampler
+from callbridge.rtvbp.session import RtvbpSession
+
+FRAME_SECONDS = 0.020
+REALTIME_LEAD_SECONDS = 0.060
+"""How far ahead of real time paced audio may run, to ride out scheduling jitter."""
+
+
+def l16_frame_bytes(sample_rate: int, channels: int = 1) -> int:
+    """Bytes of one 20 ms L16 frame: rate/50 samples x 2 bytes x channels (8 kHz mono: 320)."""
+    if sample_rate <= 0 or sample_rate % 50:
+        raise ValueError(f"sample rate {sample_rate} Hz does not divide into 20 ms frames")
+    if channels <= 0:
+        raise ValueError(f"channels must be positive, got {channels}")
+    return sample_rate // 50 * 2 * channels
+
+
+class OutboundAudio:
+    """Turns PCM of any length into exact frames on `session`, optionally paced at real time."""
+
+    def __init__(self, session: RtvbpSession, sample_rate: int, frame_bytes: int) -> None:
+        self._session = session
+        self.sample_rate = sample_rate
+        self._chunker = FrameChunker(frame_bytes)
+        self._resamplers: dict[int, Resampler] = {}
+        self._generation = 0
+        self._next_send_at = 0.0
+
+    async def send(
+        self, pcm: bytes, *, sample_rate: int | None = None, realtime: bool = False
+    ) -> int:
+        """Queue `pcm` (L16 little-endian mono); returns the number of whole frames sent.
+
+        A trailing partial frame waits for more audio or for `flush()`. With `realtime`, each
+        frame is sent no earlier than it would play (up to 60 ms ahead); `clear()` stops such a
+        send early.
+        """
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            pcm = self._resampler(sample_rate).resample(pcm)
+        frames = self._chunker.push(pcm)
+        return await self._send_frames(frames, realtime)
+
+    async def flush(self, *, realtime: bool = False) -> int:
+        """Send the trailing partial frame, padded with silence; returns frames sent (0 or 1)."""
+        frame = self._chunker.flush(pad=True)
+        return await self._send_frames([frame] if frame else [], realtime)
+
+    def clear(self) -> int:
+        """Drop audio not sent yet (the partial frame; stops paced sends); returns bytes dropped."""
+        self._generation += 1
+        self._next_send_at = 0.0
+        return self._chunker.clear()
+
+    async def _send_frames(self, frames: list[bytes], realtime: bool) -> int:
+        generation = self._generation
+        sent = 0
+        for frame in frames:
+            if realtime:
+                await self._wait_for_slot()
+                if generation != self._generation:
+                    break
+            await self._session.send_audio(frame)
+            sent += 1
+        return sent
+
+    async def _wait_for_slot(self) -> None:
+        now = time.monotonic()
+        if self._next_send_at < now:
+            self._next_send_at = now
+        delay = self._next_send_at - REALTIME_LEAD_SECONDS - now
+        self._next_send_at += FRAME_SECONDS
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _resampler(self, source_rate: int) -> Resampler:
+        resampler = self._resamplers.get(source_rate)
+        if resampler is None:
+            resampler = self._resamplers[source_rate] = Resampler(source_rate, self.sample_rate)
+        return resampler
+
+
+class InboundFrames:
+    """Bounded queue of inbound frames, fed synchronously by the session reader (hot path)."""
+
+    __slots__ = ("_closed", "_frames", "_waiter", "capacity", "dropped")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.dropped = 0
+        """Frames discarded because nobody consumed them in time (oldest first)."""
+        self._frames: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def put(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        if len(self._frames) >= self.capacity:
+            self._frames.popleft()
+            self.dropped += 1
+        self._frames.append(frame)
+        self._wake()
+
+    def close(self) -> None:
+        """End iteration once the queued frames are consumed."""
+        self._closed = True
+        self._wake()
+
+    async def get(self) -> bytes | None:
+        """The next frame, or None once closed and drained."""
+        while not self._frames:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
+
+    async def iterate(self, resampler: Resampler | None = None) -> AsyncIterator[bytes]:
+        while (frame := await self.get()) is not None:
+            yield frame if resampler is None else resampler.resample(frame)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,193 @@
+"""Configuration: safe single-machine defaults, overridable by a TOML file, environment and CLI flags.
+
+Precedence, highest first: CLI flags, environment (``CALLBRIDGE_<KEY>``, nested with ``__``, e.g.
+``CALLBRIDGE_RTVBP__PATH``), the TOML file given with ``--config``, the defaults below. Key names
+follow rtpbridge's where a key exists there, so an rtpbridge TOML file mostly works as is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the server refuses to start and says why."""
+
+
+class RtvbpSettings(BaseModel):
+    """RTVBP ingress: where voice peers (babelforce Cloud, `callbridge call`) connect."""
+
+    path: str = "/rtvbp"
+    """HTTP path of the RTVBP WebSocket endpoint on the shared listener."""
+    auth: Literal["none", "jwt", "static"] = "none"
+    """How voice peers authenticate: none (loopback default), babelforce Cloud JWT, or static tokens."""
+    jwt_public_keys: list[Path] = Field(default_factory=list)
+    """PEM public keys that verify babelforce Cloud JWTs (several for key rotation)."""
+    allowed_accounts: list[str] = Field(default_factory=list)
+    """babelforce account ids (JWT ``aud``) this server serves; ``["*"]`` allows any account."""
+    static_tokens: list[SecretStr] = Field(default_factory=list)
+    """Shared-secret bearer tokens (with ``auth = "static"``); prefer the environment for these."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser Origins allowed to connect; requests without an Origin header are not browsers."""
+    heartbeat_secs: float = 20.0
+    """WebSocket ping interval; a peer that misses its pong is disconnected. 0 disables."""
+    request_timeout_secs: float = 5.0
+    """How long an RTVBP request waits for its response."""
+    max_message_kb: int = 1024
+    """Largest WebSocket message accepted from a voice peer."""
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_is_complete(self) -> RtvbpSettings:
+        if self.auth == "jwt" and not self.jwt_public_keys:
+            raise ValueError("auth = 'jwt' needs at least one entry in jwt_public_keys")
+        if self.auth == "jwt" and not self.allowed_accounts:
+            raise ValueError("auth = 'jwt' needs allowed_accounts (account ids, or ['*'] for any)")
+        if self.auth == "static" and not self.static_tokens:
+            raise ValueError("auth = 'static' needs at least one entry in static_tokens")
+        return self
+
+
+class Settings(BaseSettings):
+    """Every limit and timeout of the server, with safe defaults for one machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLBRIDGE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:9100"])
+    """host:port addresses of the one HTTP + WebSocket listener (a comma list is accepted)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    rtvbp: RtvbpSettings = Field(default_factory=RtvbpSettings)
+
+    # Media session server (rtpbridge key names).
+    media_ip: str = "127.0.0.1"
+    """Address written into SDP and to which every RTP socket is bound."""
+    rtp_port_range: tuple[int, int] = (30000, 39999)
+    disconnect_timeout_secs: float = Field(30, gt=0)
+    shutdown_max_wait_secs: float = Field(300, gt=0)
+    media_dir: Path | None = None
+    """Directory that local file playback is confined to; unset disables local files."""
+    cache_dir: Path = Path("/tmp/callbridge-cache")
+    max_concurrent_downloads: int = Field(16, gt=0)
+    max_file_download_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_sessions: int = Field(10000, ge=0)
+    max_endpoints_per_session: int = Field(20, ge=0)
+    ws_max_message_size_kb: int = Field(256, ge=1, le=512000)
+    max_sdp_size_kb: int = Field(64, ge=1, le=10000)
+    session_idle_timeout_secs: float = Field(0, ge=0)
+    empty_session_timeout_secs: float = Field(0, ge=0)
+    media_timeout_secs: float = Field(5, ge=1, le=300)
+    max_connections: int = Field(1000, ge=0)
+    ws_ping_interval_secs: float = Field(30, gt=0)
+    event_channel_size: int = Field(256, gt=0)
+    critical_event_channel_size: int = Field(64, gt=0)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _split_listen(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_addresses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one address is needed")
+        for address in value:
+            parse_listen_address(address)
+        return value
+
+    @field_validator("media_ip")
+    @classmethod
+    def _valid_ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)
+        return value
+
+    @field_validator("rtp_port_range")
+    @classmethod
+    def _valid_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if not (1024 <= start <= end <= 65534):
+            raise ValueError("needs 1024 <= start <= end <= 65534")
+        if start % 2:
+            raise ValueError("start must be even (RTP takes the even port of each pair)")
+        if end - start < 1:
+            raise ValueError("the range must span at least one even/odd pair")
+        return value
+
+    @field_validator("media_dir")
+    @classmethod
+    def _media_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not an existing directory")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and validate both parts."""
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not host:
+        raise ValueError(f"listen address {address!r} is not host:port")
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"listen address {address!r} has an invalid port")
+    return host, int(port_text)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and CLI overrides."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    settings_type: type[Settings] = Settings
+    if config_file is not None:
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        settings_type = FileSettings
+    try:
+        return settings_type(
+            **{key: value for key, value in overrides.items() if value is not None}
+        )
+    except ValueError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def _describe(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if errors is None:
+        return str(error)
+    lines = []
+    for item in errors():
+        location = ".".join(str(part) for part in item.get("loc", ())) or "config"
+        lines.append(f"{location}: {item.get('msg', 'invalid')}")
+    return "invalid configuration: " + "; ".join(lines)

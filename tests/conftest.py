@@ -1,0 +1,58 @@
+"""Fixtures shared across the suite: real servers on loopback, task-leak checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from callbridge.rtvbp.application import Application
+
+@asynccontextmanager
+async def serve_application(application: Application, path: str = "/rtvbp") -> AsyncIterator[str]:
+    """Run `application` on a real aiohttp server on 127.0.0.1; yields its ws:// URL."""
+    app = web.Application()
+    app.router.add_get(path, application.websocket_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"ws://{host}:{port}{path}"
+    finally:
+        await runner.cleanup()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll `condition` until true; fails the test with a clear message on timeout."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def no_leaked_tasks(before: set[asyncio.Task[object]], grace: float = 2.0) -> None:
+    """Every task started since `before` ends within `grace` seconds."""
+    current = asyncio.current_task()
+
+    def leftover() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()}
+
+    try:
+        await wait_until(lambda: not leftover(), grace)
+    except TimeoutError:
+        pytest.fail(f"leaked tasks: {leftover()}")
+
+
+@pytest.fixture
+async def task_baseline() -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Call the yielded function at the end of a test to assert no task leaked."""
+    before = set(asyncio.all_tasks())
+
+    async def check() -> None:
+        await no_leaked_tasks(before)
+
+    yield check
