@@ -11,6 +11,7 @@ from aiohttp import web
 
 from callbridge.rtvbp.application import Application
 
+
 @asynccontextmanager
 async def serve_application(application: Application, path: str = "/rtvbp") -> AsyncIterator[str]:
     """Run `application` on a real aiohttp server on 127.0.0.1; yields its ws:// URL."""
@@ -39,7 +40,9 @@ async def no_leaked_tasks(before: set[asyncio.Task[object]], grace: float = 2.0)
     current = asyncio.current_task()
 
     def leftover() -> set[asyncio.Task[object]]:
-        return {t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()}
+        return {
+            t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()
+        }
 
     try:
         await wait_until(lambda: not leftover(), grace)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.conftest import serve_application, wait_until
 
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.application import Application, Call, prefer_sample_rate
@@ -15,7 +16,6 @@ from callbridge.rtvbp.auth import StaticTokenAuthenticator
 from callbridge.rtvbp.errors import RemoteError, RtvbpError
 from callbridge.rtvbp.voice import ProtocolViolationError, VoiceCall
 from callbridge.rtvbp.websocket import ConnectError
-from tests.conftest import serve_application, wait_until
 
 L16_8K = bf.AudioCodec.l16(8000)
 L16_16K = bf.AudioCodec.l16(16000)
@@ -428,7 +428,9 @@ async def test_authentication_before_the_call() -> None:
     assert not application.active_calls
 
 
-async def test_abrupt_disconnect_ends_the_call(task_baseline: Callable[[], Awaitable[None]]) -> None:
+async def test_abrupt_disconnect_ends_the_call(
+    task_baseline: Callable[[], Awaitable[None]],
+) -> None:
     ended: list[str | None] = []
 
     async def wait(call: Call) -> None:

@@ -81,8 +81,10 @@ class CallReport:
             else "not measured"
         )
         events = ", ".join(f"{name} x{count}" for name, count in sorted(self.events.items()))
-        end = "-" if self.end is None else f"{self.end.kind}" + (
-            f" ({self.end.detail})" if self.end.detail else ""
+        end = (
+            "-"
+            if self.end is None
+            else f"{self.end.kind}" + (f" ({self.end.detail})" if self.end.detail else "")
         )
         lines = [
             f"codec        {self.codec}",
@@ -101,15 +103,27 @@ class CallReport:
 
 
 def input_frames(options: CallOptions) -> Iterator[bytes]:
-    """Caller audio: the WAV file (then silence), a tone, or silence; 20 ms frames forever."""
-    silence = bytes(options.sample_rate // 50 * 2)
+    """Caller audio: the audio file (then silence), a tone, or silence; 20 ms frames forever.
+
+    The file is opened here, before the call, so a bad file fails before dialling.
+    """
+    source: AudioFileReader | ToneGenerator | None = None
     if options.wav is not None:
-        with AudioFileReader(options.wav, sample_rate=options.sample_rate) as reader:
-            while (frame := reader.read_frame()) is not None:
-                yield frame
+        source = AudioFileReader(options.wav, sample_rate=options.sample_rate)
     elif options.tone_hz is not None:
-        generator = ToneGenerator("sine", options.tone_hz, sample_rate=options.sample_rate)
-        while (frame := generator.next_frame()) is not None:
+        source = ToneGenerator("sine", options.tone_hz, sample_rate=options.sample_rate)
+    return _frames_then_silence(source, bytes(options.sample_rate // 50 * 2))
+
+
+def _frames_then_silence(
+    source: AudioFileReader | ToneGenerator | None, silence: bytes
+) -> Iterator[bytes]:
+    if isinstance(source, AudioFileReader):
+        with source:
+            while (frame := source.read_frame()) is not None:
+                yield frame
+    elif source is not None:
+        while (frame := source.next_frame()) is not None:
             yield frame
     while True:
         yield silence

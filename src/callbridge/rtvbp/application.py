@@ -46,7 +46,7 @@ HANDLER_GRACE_SECONDS = 2.0
 
 
 def is_l16(codec: bf.AudioCodec) -> bool:
-    """True for a codec callbridge can carry: L16, 16 bits, a rate that divides into 20 ms frames."""
+    """True for a codec callbridge carries: L16, 16 bits, a rate that divides into 20 ms frames."""
     return (
         codec.name.upper() == "L16"
         and codec.bit_depth == 16
@@ -111,7 +111,7 @@ class Call:
     def __repr__(self) -> str:
         return f"<Call {self.info.id} from {self.info.from_} to {self.info.to} {self.codec.id}>"
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
 
     @property
     def ended(self) -> bool:
@@ -129,7 +129,7 @@ class Call:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- audio -------------------------------------------------------------------------------
+    # -- audio ------------------------------------------------------------------------------------
 
     def audio(self, *, sample_rate: int | None = None) -> AsyncIterator[bytes]:
         """The caller's audio as 20 ms L16 frames, ending when the call ends.
@@ -172,7 +172,7 @@ class Call:
         result = await self.session.request("audio.buffer.clear", bf.AudioBufferClearRequest())
         return int(result.len)
 
-    # -- events from the voice peer -------------------------------------------------------------
+    # -- events from the voice peer ---------------------------------------------------------------
 
     async def dtmf(self) -> AsyncIterator[bf.DtmfEvent]:
         """Digits pressed by the caller (reported on key release), ending when the call ends."""
@@ -185,7 +185,7 @@ class Call:
         while (event := await self._events.get()) is not None:
             yield event
 
-    # -- operations on the voice peer ----------------------------------------------------------
+    # -- operations on the voice peer -------------------------------------------------------------
 
     async def hangup(self, reason: str = "normal") -> None:
         """Hang up the phone call; the session ends."""
@@ -195,7 +195,9 @@ class Call:
         if self.hangup_reason is None:
             self.hangup_reason = reason
 
-    async def move(self, application_id: str | None = None, reason: str | None = None) -> str | None:
+    async def move(
+        self, application_id: str | None = None, reason: str | None = None
+    ) -> str | None:
         """Leave this application and continue the call flow (at `application_id`, or the next
         step); returns the next application id when the voice peer says it."""
         result = await self.session.request(
@@ -229,7 +231,7 @@ class Call:
         """Round-trip time to the voice peer in ms (application-level ping)."""
         return await self.session.ping()
 
-    # -- events to the voice peer ---------------------------------------------------------------
+    # -- events to the voice peer -----------------------------------------------------------------
 
     async def speech_started(self, origin: str = "sender") -> None:
         """Signal barge-in: speech started (usually followed by `clear_audio()`)."""
@@ -253,7 +255,7 @@ class Call:
         """End of the agent's utterance; `text` (even "") replaces the accumulated deltas."""
         await self.session.notify("output.transcript.done", bf.OutputTranscriptDoneEvent(text=text))
 
-    # -- plumbing used by Application ------------------------------------------------------------
+    # -- plumbing used by Application -------------------------------------------------------------
 
     def _deliver_event(self, event: Any) -> None:
         self._events.put_nowait(event)
@@ -373,7 +375,9 @@ class _CallRunner:
         codec = self.application.choose_codec(offers)
         if codec is None:
             offered = ", ".join(offer.id for offer in offers)
-            raise RemoteError(BAD_REQUEST, f"none of the offered audio codecs is supported: {offered}")
+            raise RemoteError(
+                BAD_REQUEST, f"none of the offered audio codecs is supported: {offered}"
+            )
         if codec not in offers:
             raise RuntimeError(f"codec chooser returned {codec.id}, which was not offered")
         call = Call(
@@ -390,11 +394,16 @@ class _CallRunner:
         self.call = call
         await reply.resolve(bf.SessionInitializeResponse(audio_codec=codec))
         logger.info(
-            "call %s started: from %s to %s, codec %s", call.info.id, call.info.from_, call.info.to,
+            "call %s started: from %s to %s, codec %s",
+            call.info.id,
+            call.info.from_,
+            call.info.to,
             codec.id,
         )
         self.application.active_calls.add(call)
-        self.handler_task = asyncio.create_task(self._run_handler(call), name=f"call-{call.info.id}")
+        self.handler_task = asyncio.create_task(
+            self._run_handler(call), name=f"call-{call.info.id}"
+        )
 
     async def terminate(self, request: IncomingRequest) -> bf.SessionTerminateResponse:
         params: bf.SessionTerminateRequest = request.params
@@ -441,5 +450,8 @@ class _CallRunner:
         stats = self.session.stats
         logger.info(
             "call %s ended (%s): %d frames in, %d out",
-            call.info.id, call.hangup_reason, stats.audio_frames_in, stats.audio_frames_out,
+            call.info.id,
+            call.hangup_reason,
+            stats.audio_frames_in,
+            stats.audio_frames_out,
         )

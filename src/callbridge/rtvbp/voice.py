@@ -100,7 +100,7 @@ class VoiceCall:
         self._tasks: list[asyncio.Task[None]] = []
         self._register_handlers()
 
-    # -- dialing -----------------------------------------------------------------------------
+    # -- dialing ----------------------------------------------------------------------------------
 
     @classmethod
     async def dial(
@@ -149,7 +149,9 @@ class VoiceCall:
             raise
         voice._tasks.append(asyncio.create_task(voice._watch_close()))
         if audio_info_interval_s:
-            voice._tasks.append(asyncio.create_task(voice._report_audio_info(audio_info_interval_s)))
+            voice._tasks.append(
+                asyncio.create_task(voice._report_audio_info(audio_info_interval_s))
+            )
         return voice
 
     async def _initialize(
@@ -164,6 +166,7 @@ class VoiceCall:
             audio_codec_offerings=list(codecs),
             metadata=metadata,
         )
+
         def open_audio(result: bf.SessionInitializeResponse) -> None:
             # On the reader, before the application's first audio frame is read.
             chosen = result.audio_codec
@@ -186,9 +189,7 @@ class VoiceCall:
             raise ProtocolViolationError(
                 f"application chose {chosen.id if chosen else 'no codec'}; offered {offered}"
             )
-        await self.session.notify(
-            "session.updated", bf.SessionUpdatedEvent(audio_codec=self.codec)
-        )
+        await self.session.notify("session.updated", bf.SessionUpdatedEvent(audio_codec=self.codec))
 
     async def __aenter__(self) -> VoiceCall:
         return self
@@ -201,7 +202,7 @@ class VoiceCall:
     ) -> None:
         await self.close()
 
-    # -- properties ------------------------------------------------------------------------------
+    # -- properties -------------------------------------------------------------------------------
 
     @property
     def sample_rate(self) -> int:
@@ -215,7 +216,7 @@ class VoiceCall:
     def ended(self) -> bool:
         return self.session.closed
 
-    # -- audio -------------------------------------------------------------------------------------
+    # -- audio ------------------------------------------------------------------------------------
 
     async def send_audio(self, pcm: bytes, *, sample_rate: int | None = None) -> None:
         """Send caller audio (L16 little-endian mono, any length; exact frames leave)."""
@@ -250,7 +251,7 @@ class VoiceCall:
             elif delay < -0.2:
                 next_at = time.monotonic()
 
-    # -- call control --------------------------------------------------------------------------------
+    # -- call control -----------------------------------------------------------------------------
 
     async def send_dtmf(self, digit: str, *, hold_ms: int = 100) -> bf.DtmfEvent:
         """Press and release `digit`; the event is sent on release, as telephony reports it."""
@@ -290,7 +291,9 @@ class VoiceCall:
     async def wait_ended(self) -> EndReason:
         """Wait until the session is over and say why."""
         info = await self.session.wait_closed()
-        self._set_end("closed" if info.orderly else "failed", None if info.orderly else str(info.code))
+        self._set_end(
+            "closed" if info.orderly else "failed", None if info.orderly else str(info.code)
+        )
         assert self.end_reason is not None
         return self.end_reason
 
@@ -300,7 +303,7 @@ class VoiceCall:
         while (event := await self._events.get()) is not None:
             yield event
 
-    # -- handlers for the application's requests ------------------------------------------------------
+    # -- handlers for the application's requests --------------------------------------------------
 
     def _register_handlers(self) -> None:
         session = self.session
@@ -372,7 +375,7 @@ class VoiceCall:
     async def _on_event(self, data: Any) -> None:
         self._events.put_nowait(data)
 
-    # -- internals -----------------------------------------------------------------------------------
+    # -- internals --------------------------------------------------------------------------------
 
     def _set_end(self, kind: str, detail: str | None) -> None:
         if self.end_reason is None:
@@ -414,4 +417,3 @@ class VoiceCall:
 
 def _audio_item(delta: int, seconds: float, total: int) -> bf.AudioInfoItem:
     return bf.AudioInfoItem(bytes=delta, bytes_per_second=delta / seconds, bytes_total=total)
-

@@ -37,14 +37,18 @@ def rtvbp_authenticator(settings: RtvbpSettings) -> Authenticator | None:
             allow_any_account=any_account,
         )
     if settings.auth == "static":
-        return StaticTokenAuthenticator(token.get_secret_value() for token in settings.static_tokens)
+        return StaticTokenAuthenticator(
+            token.get_secret_value() for token in settings.static_tokens
+        )
     return None
 
 
 def configure_application(application: Application, settings: RtvbpSettings) -> None:
     """Apply the server's RTVBP policy (auth, origins, keepalive, limits) to `application`."""
     application.authenticator = rtvbp_authenticator(settings)
-    application.origins = OriginPolicy(settings.allowed_origins) if settings.allowed_origins else None
+    application.origins = (
+        OriginPolicy(settings.allowed_origins) if settings.allowed_origins else None
+    )
     application.heartbeat_s = settings.heartbeat_secs or None
     application.request_timeout_s = settings.request_timeout_secs
     application.max_message_bytes = settings.max_message_kb * 1024
@@ -81,7 +85,11 @@ async def serve(
             shown = f"[{host}]" if ":" in host else host
             logger.info(
                 "listening on http://%s:%d (RTVBP ingress ws://%s:%d%s)",
-                shown, port, shown, port, settings.rtvbp.path,
+                shown,
+                port,
+                shown,
+                port,
+                settings.rtvbp.path,
             )
         if on_ready is not None:
             on_ready(bound)
@@ -103,7 +111,8 @@ async def _drain(application: Application, max_wait_s: float, forced: asyncio.Ev
         now = time.monotonic()
         if now >= deadline:
             logger.warning(
-                "drain timed out after %.0f s with %d calls still up", max_wait_s,
+                "drain timed out after %.0f s with %d calls still up",
+                max_wait_s,
                 len(application.active_calls),
             )
             return

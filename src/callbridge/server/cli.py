@@ -134,23 +134,64 @@ def serve_command(
 
 @cli.command("call")
 def call_command(
-    url: Annotated[str, typer.Argument(help="RTVBP application URL, e.g. ws://127.0.0.1:9100/rtvbp")],
-    rate: Annotated[int, typer.Option(help="L16 sample rate to offer (8000, 16000, 24000, 48000).")] = 8000,
-    tone: Annotated[float, typer.Option(help="Caller audio: a sine at this frequency (Hz); 0 for silence.")] = 440.0,
-    wav: Annotated[Path | None, typer.Option(help="Caller audio from this audio file (WAV, MP3, OGG, FLAC) instead of a tone.")] = None,
-    save: Annotated[Path | None, typer.Option(help="Write what the application said, as played in real time, to this WAV file.")] = None,
+    url: Annotated[
+        str, typer.Argument(help="RTVBP application URL, e.g. ws://127.0.0.1:9100/rtvbp")
+    ],
+    rate: Annotated[
+        int, typer.Option(help="L16 sample rate to offer (8000, 16000, 24000, 48000).")
+    ] = 8000,
+    tone: Annotated[
+        float, typer.Option(help="Caller audio: a sine at this frequency (Hz); 0 for silence.")
+    ] = 440.0,
+    wav: Annotated[
+        Path | None,
+        typer.Option(
+            help="Caller audio from this audio file (WAV, MP3, OGG, FLAC) instead of a tone."
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write what the application said, as played in real time, to this WAV file."
+        ),
+    ] = None,
     dtmf: Annotated[str, typer.Option(help="DTMF keys to press, e.g. '12#'.")] = "",
     dtmf_delay: Annotated[float, typer.Option(help="Seconds before the first key.")] = 1.0,
     dtmf_gap: Annotated[int, typer.Option(help="Milliseconds between keys.")] = 300,
-    hangup_after: Annotated[float | None, typer.Option("--hangup-after", help="Hang up after this many seconds (default: when the application ends the call, or Ctrl-C).")] = None,
-    token: Annotated[str | None, typer.Option(envvar="CALLBRIDGE_TOKEN", help="Bearer token for the Authorization header.")] = None,
-    jwt_key: Annotated[Path | None, typer.Option(help="Sign a babelforce-style test JWT with this RSA private key (see `callbridge keygen`).")] = None,
-    account: Annotated[str, typer.Option(help="Account id (aud) of the self-signed test JWT.")] = "test-account",
-    header: Annotated[list[str] | None, typer.Option(help="Extra HTTP header 'Name: value' (repeatable).")] = None,
-    headerless: Annotated[bool, typer.Option(help="Legacy handshake without Sec-WebSocket-Protocol (rtvbp-go <= v0.40).")] = False,
+    hangup_after: Annotated[
+        float | None,
+        typer.Option(
+            "--hangup-after",
+            help="Hang up after this many seconds (default: when the application ends the call,"
+            " or on Ctrl-C).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CALLBRIDGE_TOKEN", help="Bearer token for the Authorization header."),
+    ] = None,
+    jwt_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sign a babelforce-style test JWT with this RSA private key"
+            " (see `callbridge keygen`)."
+        ),
+    ] = None,
+    account: Annotated[
+        str, typer.Option(help="Account id (aud) of the self-signed test JWT.")
+    ] = "test-account",
+    header: Annotated[
+        list[str] | None, typer.Option(help="Extra HTTP header 'Name: value' (repeatable).")
+    ] = None,
+    headerless: Annotated[
+        bool,
+        typer.Option(help="Legacy handshake without Sec-WebSocket-Protocol (rtvbp-go <= v0.40)."),
+    ] = False,
     from_number: Annotated[str, typer.Option("--from", help="Caller number.")] = "+4910002000",
     to_number: Annotated[str, typer.Option("--to", help="Called number.")] = "+4910003000",
-    app_id: Annotated[str, typer.Option(help="application.id sent in session.initialize.")] = "callbridge-simulator",
+    app_id: Annotated[
+        str, typer.Option(help="application.id sent in session.initialize.")
+    ] = "callbridge-simulator",
     metadata: Annotated[str | None, typer.Option(help="Call metadata as a JSON object.")] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
 ) -> None:
@@ -218,7 +259,9 @@ def _split_header(item: str) -> tuple[str, str]:
 
 @cli.command("keygen")
 def keygen_command(
-    directory: Annotated[Path, typer.Argument(help="Where to write test-private.pem and test-public.pem.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write test-private.pem and test-public.pem.")
+    ],
 ) -> None:
     """Make an RSA key pair for test JWTs: the server trusts the public key
     (rtvbp.jwt_public_keys), `callbridge call --jwt-key` signs with the private one."""

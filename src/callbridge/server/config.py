@@ -1,4 +1,4 @@
-"""Configuration: safe single-machine defaults, overridable by a TOML file, environment and CLI flags.
+"""Configuration: safe single-machine defaults, overridable by TOML file, environment, CLI flags.
 
 Precedence, highest first: CLI flags, environment (``CALLBRIDGE_<KEY>``, nested with ``__``, e.g.
 ``CALLBRIDGE_RTVBP__PATH``), the TOML file given with ``--config``, the defaults below. Key names
@@ -30,7 +30,7 @@ class RtvbpSettings(BaseModel):
     path: str = "/rtvbp"
     """HTTP path of the RTVBP WebSocket endpoint on the shared listener."""
     auth: Literal["none", "jwt", "static"] = "none"
-    """How voice peers authenticate: none (loopback default), babelforce Cloud JWT, or static tokens."""
+    """How voice peers authenticate: none (loopback default), babelforce JWT, or static tokens."""
     jwt_public_keys: list[Path] = Field(default_factory=list)
     """PEM public keys that verify babelforce Cloud JWTs (several for key rotation)."""
     allowed_accounts: list[str] = Field(default_factory=list)

@@ -1,0 +1,169 @@
+"""The `callbridge` command as users run it: real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CALLBRIDGE = [sys.executable, "-m", "callbridge"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_server(*arguments: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [*CALLBRIDGE, "serve", *arguments, "--listen", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None:
+            pytest.fail(f"server exited early: {server.stdout.read() if server.stdout else ''}")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=20)
+        assert server.returncode == 0, output
+        assert "stopped" in output
+
+
+def call(port: int, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CALLBRIDGE, "call", f"ws://127.0.0.1:{port}/rtvbp", "--quiet", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_demo_server_and_simulator_end_to_end(tmp_path: Path) -> None:
+    saved = tmp_path / "heard.wav"
+    with running_server() as port:
+        result = call(port, "--dtmf", "3#", "--dtmf-delay", "0.3", "--save", str(saved))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "codec        L16/8000/1" in result.stdout
+    assert "dtmf sent    3#" in result.stdout
+    assert "application-hangup (caller pressed #)" in result.stdout
+    assert saved.stat().st_size > 44
+
+
+def test_example_agent_runs(tmp_path: Path) -> None:
+    with running_server("examples.agent:app") as port:
+        result = call(port, "--rate", "16000", "--dtmf", "#", "--dtmf-delay", "0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "codec        L16/16000/1" in result.stdout
+    assert "OutputTranscriptDone x1" in result.stdout
+
+
+def test_hangup_after_and_headerless() -> None:
+    with running_server() as port:
+        result = call(port, "--hangup-after", "0.5", "--headerless", "--rate", "24000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ended        hangup (hangup)" in result.stdout
+
+
+def test_unreachable_application_exits_1() -> None:
+    result = call(free_port(), "--hangup-after", "1")
+    assert result.returncode == 1
+    assert "ConnectError" in result.stdout
+
+
+def test_jwt_auth_with_a_self_signed_test_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generated = subprocess.run(
+        [*CALLBRIDGE, "keygen", str(keys)], capture_output=True, text=True, timeout=60
+    )
+    assert generated.returncode == 0, generated.stderr
+    config = tmp_path / "callbridge.toml"
+    config.write_text(
+        "[rtvbp]\n"
+        'auth = "jwt"\n'
+        f'jwt_public_keys = ["{keys / "test-public.pem"}"]\n'
+        'allowed_accounts = ["acct-1"]\n'
+    )
+    with running_server("--config", str(config)) as port:
+        refused = call(port, "--hangup-after", "0.3")
+        wrong_account = call(
+            port, "--hangup-after", "0.3", "--jwt-key", str(keys / "test-private.pem")
+        )
+        accepted = call(
+            port,
+            "--hangup-after",
+            "0.3",
+            "--jwt-key",
+            str(keys / "test-private.pem"),
+            "--account",
+            "acct-1",
+        )
+    assert refused.returncode == 1 and "401" in refused.stdout
+    assert wrong_account.returncode == 1 and "401" in wrong_account.stdout
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["no_such_module:app"], "cannot import module 'no_such_module'"),
+        (["callbridge.apps.demo:missing"], "has no attribute 'missing'"),
+        (["callbridge.apps.demo"], "not an import string"),
+        (["callbridge.apps.demo:tone"], "expected a callbridge Application"),
+        (["--listen", "nowhere"], "is not host:port"),
+    ],
+)
+def test_serve_refuses_bad_arguments_clearly(arguments: list[str], message: str) -> None:
+    result = subprocess.run(
+        [*CALLBRIDGE, "serve", *arguments], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_serve_refuses_an_incomplete_auth_config(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[rtvbp]\nauth = "jwt"\n')
+    result = subprocess.run(
+        [*CALLBRIDGE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "jwt_public_keys" in result.stderr
+
+
+def test_port_in_use_is_reported() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CALLBRIDGE, "serve", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
