@@ -1,0 +1,70 @@
+"""The byte-level duplex an RTVBP session runs over (one WebSocket, or an in-memory pair in tests).
+
+A transport carries one ordered stream of text (control JSON) and binary (audio) messages in each
+direction. It knows nothing about frames, catalogs or audio formats.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple, Protocol
+
+from callbridge.rtvbp.errors import SessionClosedError
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_INTERNAL_ERROR = 1011
+
+ORDERLY_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
+"""Close codes that mean an orderly end of the session; any other code is a failure."""
+
+
+class MessageKind(enum.Enum):
+    TEXT = "text"
+    BINARY = "binary"
+    CLOSE = "close"
+
+
+class TransportMessage(NamedTuple):
+    """One received message; a CLOSE carries the close code and reason (1006 when the link broke).
+
+    A NamedTuple rather than a dataclass because one is built per 20 ms audio frame.
+    """
+
+    kind: MessageKind
+    data: bytes = b""
+    close_code: int = 0
+    close_reason: str = ""
+
+
+class TransportClosedError(SessionClosedError):
+    """A send on a transport that is closed or closing."""
+
+
+class Transport(Protocol):
+    """Ordered duplex of text and binary messages.
+
+    - Messages are delivered in the order the send calls were made, text and binary interleaved.
+    - `receive()` returns a CLOSE message once the link is closed (by either side, or lost: code
+      1006), and keeps returning it on every later call; it should not raise.
+    - `close()` flushes queued outgoing messages, then performs the close handshake; it is
+      idempotent. Sends after close raise `TransportClosedError` (or another exception).
+    """
+
+    async def send_text(self, data: bytes) -> None:
+        """Send one text message; `data` is UTF-8 JSON."""
+        ...
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send one binary message (one audio frame)."""
+        ...
+
+    async def receive(self) -> TransportMessage:
+        """Wait for the next message."""
+        ...
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Flush, then close with `code` (WebSocket close codes)."""
+        ...
