@@ -167,3 +167,29 @@ def test_port_in_use_is_reported() -> None:
         )
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_one_port_serves_rtvbp_control_and_http() -> None:
+    """`callbridge serve`: the RTVBP ingress, the control WebSocket and the HTTP API together."""
+    import asyncio
+
+    import aiohttp
+
+    async def probe(port: int) -> tuple[int, dict[str, object], list[object]]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/health") as health:
+                health_status = health.status
+            async with http.ws_connect(f"ws://127.0.0.1:{port}/") as control:
+                await control.send_str('{"id":"1","method":"session.create","params":{}}')
+                created = await control.receive_json(timeout=10)
+                async with http.get(f"http://127.0.0.1:{port}/sessions") as listing:
+                    sessions = await listing.json()
+        return health_status, created, sessions
+
+    with running_server() as port:
+        health_status, created, sessions = asyncio.run(probe(port))
+        rtvbp_call = call(port, "--hangup-after", "0.3")
+    assert health_status == 200
+    assert created["id"] == "1" and "session_id" in created["result"]  # type: ignore[operator]
+    assert len(sessions) == 1
+    assert rtvbp_call.returncode == 0, rtvbp_call.stdout

@@ -1,8 +1,10 @@
 """The one aiohttp server: RTVBP ingress, control WebSocket and HTTP API on one port.
 
-`serve()` runs until SIGTERM/SIGINT. The first signal starts a graceful drain: new connections
-are refused, calls and media sessions in progress continue until they end or until
-`shutdown_max_wait_secs`; a second signal stops at once.
+Routes: the RTVBP ingress path (voice peers), `/health`, `/metrics`, `/sessions[/{id}]`, and the
+rtpbridge-compatible control WebSocket on every other path. `serve()` runs until SIGTERM/SIGINT.
+The first signal starts a graceful drain: new connections are refused, calls and media sessions
+in progress continue until they end or until `shutdown_max_wait_secs` (new media sessions get
+SHUTTING_DOWN); a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
+from callbridge.engine.manager import SessionManager
 from callbridge.rtvbp.application import Application
 from callbridge.rtvbp.auth import (
     Authenticator,
@@ -23,8 +27,12 @@ from callbridge.rtvbp.auth import (
     StaticTokenAuthenticator,
 )
 from callbridge.server.config import RtvbpSettings, Settings, parse_listen_address
+from callbridge.server.control import setup_control, shutdown_control
+from callbridge.server.http_api import setup_http_api
 
 logger = logging.getLogger("callbridge.server")
+
+MANAGER = web.AppKey("manager", SessionManager)
 
 
 def rtvbp_authenticator(settings: RtvbpSettings) -> Authenticator | None:
@@ -55,10 +63,20 @@ def configure_application(application: Application, settings: RtvbpSettings) -> 
 
 
 def build_app(settings: Settings, application: Application) -> web.Application:
-    """The aiohttp application serving `application` on the RTVBP ingress path."""
+    """The aiohttp application: `application` on the RTVBP path, the media session server
+    (control WebSocket and HTTP API) everywhere else. The media clock starts with the app."""
     configure_application(application, settings.rtvbp)
+    manager = SessionManager(settings.engine_config())
     app = web.Application()
+    app[MANAGER] = manager
     app.router.add_get(settings.rtvbp.path, application.websocket_handler)
+    setup_http_api(app, manager, settings)
+    setup_control(app, manager, settings)
+
+    async def start_engine(app: web.Application) -> None:
+        await manager.start()
+
+    app.on_startup.append(start_engine)
     return app
 
 
@@ -97,7 +115,17 @@ async def serve(
         logger.info("shutting down: refusing new connections, draining calls in progress")
         for site in list(runner.sites):
             await site.stop()
-        await _drain(application, settings.shutdown_max_wait_secs, signals.forced)
+        draining: asyncio.Future[Any] = asyncio.gather(
+            _drain(application, settings.shutdown_max_wait_secs, signals.forced),
+            shutdown_control(app),
+        )
+        forced: asyncio.Future[Any] = asyncio.create_task(signals.forced.wait())
+        await asyncio.wait({draining, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not draining.done():
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)
+            await app[MANAGER].shutdown(0)
     finally:
         signals.remove()
         await runner.cleanup()

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from callbridge.engine.config import EngineConfig
+
 
 class ConfigError(Exception):
     """The configuration is invalid; the server refuses to start and says why."""
@@ -139,6 +141,23 @@ class Settings(BaseSettings):
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not an existing directory")
         return value
+
+    def engine_config(self) -> EngineConfig:
+        """The media engine's part of the settings (the engine does not know this module)."""
+        return EngineConfig(
+            media_ip=self.media_ip,
+            rtp_port_range=self.rtp_port_range,
+            disconnect_timeout_s=self.disconnect_timeout_secs,
+            max_sessions=self.max_sessions,
+            max_endpoints_per_session=self.max_endpoints_per_session,
+            session_idle_timeout_s=self.session_idle_timeout_secs,
+            empty_session_timeout_s=self.empty_session_timeout_secs,
+            media_timeout_s=self.media_timeout_secs,
+            media_dir=self.media_dir,
+            cache_dir=self.cache_dir,
+            max_concurrent_downloads=self.max_concurrent_downloads,
+            max_file_download_bytes=self.max_file_download_bytes,
+        )
 
     @classmethod
     def settings_customise_sources(

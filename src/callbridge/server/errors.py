@@ -1,0 +1,61 @@
+"""Control-protocol errors: the rtpbridge error codes and the one exception that carries them.
+
+Handlers raise `ControlError(code, message)`; the connection loop turns it into the wire shape
+`{"id", "error": {"code", "message"}}` and nothing else does. Engine errors keep their code.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ENDPOINT_ERROR",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "MAX_SESSIONS_REACHED",
+    "NO_SESSION",
+    "PARSE_ERROR",
+    "RECORDING_ERROR",
+    "SESSION_ALREADY_BOUND",
+    "SESSION_BUSY",
+    "SESSION_GONE",
+    "SESSION_NOT_FOUND",
+    "SESSION_NOT_ORPHANED",
+    "SESSION_UNRESPONSIVE",
+    "SHUTTING_DOWN",
+    "STATS_ERROR",
+    "TRANSFER_FAILED",
+    "UNKNOWN_METHOD",
+    "VAD_ERROR",
+    "ControlError",
+]
+
+PARSE_ERROR: Final = "PARSE_ERROR"
+INVALID_REQUEST: Final = "INVALID_REQUEST"
+INVALID_PARAMS: Final = "INVALID_PARAMS"
+UNKNOWN_METHOD: Final = "UNKNOWN_METHOD"
+NO_SESSION: Final = "NO_SESSION"
+SESSION_ALREADY_BOUND: Final = "SESSION_ALREADY_BOUND"
+SESSION_NOT_FOUND: Final = "SESSION_NOT_FOUND"
+SESSION_NOT_ORPHANED: Final = "SESSION_NOT_ORPHANED"
+SESSION_BUSY: Final = "SESSION_BUSY"
+SESSION_GONE: Final = "SESSION_GONE"
+SESSION_UNRESPONSIVE: Final = "SESSION_UNRESPONSIVE"
+SHUTTING_DOWN: Final = "SHUTTING_DOWN"
+MAX_SESSIONS_REACHED: Final = "MAX_SESSIONS_REACHED"
+ENDPOINT_ERROR: Final = "ENDPOINT_ERROR"
+TRANSFER_FAILED: Final = "TRANSFER_FAILED"
+RECORDING_ERROR: Final = "RECORDING_ERROR"
+VAD_ERROR: Final = "VAD_ERROR"
+STATS_ERROR: Final = "STATS_ERROR"
+INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+
+
+class ControlError(Exception):
+    """A request that fails with a stable rtpbridge `code` and a human `message`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
