@@ -85,7 +85,7 @@ async def generate(url: str, calls: int, warmup_s: float, duration_s: float) -> 
     latencies: list[float] = []
     counts = {"sent": 0, "received": 0}
     window = {"since": float("inf")}
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         sockets = await asyncio.gather(
             *(open_call(http, url, index) for index in range(calls)), return_exceptions=True
         )

@@ -37,6 +37,7 @@ class OutboundAudio:
     def __init__(self, session: RtvbpSession, sample_rate: int, frame_bytes: int) -> None:
         self._session = session
         self.sample_rate = sample_rate
+        self._frame_bytes = frame_bytes
         self._chunker = FrameChunker(frame_bytes)
         self._resamplers: dict[int, Resampler] = {}
         self._generation = 0
@@ -51,6 +52,14 @@ class OutboundAudio:
         frame is sent no earlier than it would play (up to 60 ms ahead); `clear()` stops such a
         send early.
         """
+        if (
+            len(pcm) == self._frame_bytes
+            and not realtime
+            and (sample_rate is None or sample_rate == self.sample_rate)
+            and not self._chunker.pending_bytes
+        ):
+            await self._session.send_audio(pcm)  # one exact frame: the echo/relay hot path
+            return 1
         if sample_rate is not None and sample_rate != self.sample_rate:
             pcm = self._resampler(sample_rate).resample(pcm)
         frames = self._chunker.push(pcm)
