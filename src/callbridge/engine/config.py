@@ -1,0 +1,46 @@
+"""Engine configuration: the limits and timeouts the media engine needs, with safe defaults.
+
+The server builds an `EngineConfig` from its own settings (TOML, environment, CLI); the engine
+never reads settings itself. Durations are seconds (`_s`), sizes bytes, rates Hz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every limit and timeout of the engine; defaults serve one machine (rtpbridge's values)."""
+
+    media_ip: str = "127.0.0.1"
+    """Address every RTP socket binds to and that SDP advertises."""
+    rtp_port_range: tuple[int, int] = (30000, 39999)
+    """Inclusive UDP port range for RTP/RTCP pairs (start even)."""
+    disconnect_timeout_s: float = 30
+    """How long an orphaned session waits for a re-attach before it is destroyed."""
+    max_sessions: int = 10000
+    """0 = unlimited."""
+    max_endpoints_per_session: int = 20
+    """Every endpoint kind counts; 0 = unlimited."""
+    session_idle_timeout_s: float = 0
+    """Destroy a session without activity for this long; 0 = disabled."""
+    empty_session_timeout_s: float = 0
+    """Destroy a session that has had no endpoints for this long; 0 = disabled."""
+    media_timeout_s: float = 5
+    """`endpoint.media_timeout` after this long without inbound packets on a connected endpoint."""
+    media_dir: Path | None = None
+    """Local file playback is confined to this directory; None disables it."""
+    cache_dir: Path = Path("/tmp/callbridge-cache")
+    """Where downloaded URL sources are cached (emptied of files at start)."""
+    max_concurrent_downloads: int = 16
+    max_file_download_bytes: int = 100 * 1024 * 1024
+    cache_cleanup_interval_s: float = 300
+    """How often unreferenced, expired cache entries are deleted."""
+    opus_complexity: int = 5
+    """libopus encoder complexity 0-10 for Opus destinations: 0 costs about half of 5."""
+    housekeeping_interval_s: float = 1.0
+    """How often the clock checks timeouts (idle, empty, media, orphan-free); rounded to frames."""

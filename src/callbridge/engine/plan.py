@@ -1,0 +1,170 @@
+"""Wiring a session's decoded media path from its routing table.
+
+Rebuilt with the routing table (on add, remove and state changes). Encoders, resamplers and
+mixer inputs whose identity is unchanged are carried over, so a rebuild does not reset codec
+state or click: an `EncodeGroup` is identified by what it encodes (its sources and format).
+Passthrough routes need nothing here; RTP endpoints read them from the table themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from callbridge.engine.pipeline import (
+    EncodeGroup,
+    FrameConsumer,
+    MixStage,
+    OutputFormat,
+    SourceChain,
+)
+from callbridge.engine.routing import RouteMode, RoutingTable
+from callbridge.media.errors import MediaError
+
+if TYPE_CHECKING:
+    from callbridge.engine.endpoint import Endpoint
+    from callbridge.engine.metrics import EngineMetrics
+
+__all__ = ["MediaPlan", "build_plan"]
+
+GroupKey = tuple[object, ...]
+
+
+@dataclass
+class MediaPlan:
+    """The decoded-path objects of one session for the current routing table."""
+
+    table: RoutingTable = field(default_factory=RoutingTable)
+    stages: tuple[MixStage, ...] = ()
+    groups: dict[GroupKey, EncodeGroup] = field(default_factory=dict)
+
+
+class _Builder:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        previous: MediaPlan | None,
+        metrics: EngineMetrics,
+        opus_complexity: int,
+    ) -> None:
+        self.opus_complexity = opus_complexity
+        self.endpoints = endpoints
+        self.previous = previous.groups if previous is not None else {}
+        self.metrics = metrics
+        self.groups: dict[GroupKey, EncodeGroup] = {}
+        self.members: dict[GroupKey, list[Endpoint]] = {}
+        self.formats: dict[GroupKey, OutputFormat] = {}
+        self.consumers: dict[str, dict[int, list[FrameConsumer]]] = {}
+        self.fifo_rates: dict[str, set[int]] = {}
+
+    def join(self, key: GroupKey, output_format: OutputFormat, destination: Endpoint) -> None:
+        self.members.setdefault(key, []).append(destination)
+        self.formats[key] = output_format
+
+    def make_groups(self) -> None:
+        for key, members in self.members.items():
+            old = self.previous.get(key)
+            try:
+                group = EncodeGroup(
+                    self.formats[key], members, self.metrics, old, self.opus_complexity
+                )
+            except MediaError:
+                self.metrics.transcode_errors_total += 1
+                continue
+            self.groups[key] = group
+
+
+def build_plan(
+    table: RoutingTable,
+    endpoints: Mapping[str, Endpoint],
+    previous: MediaPlan | None,
+    metrics: EngineMetrics,
+    opus_complexity: int = 5,
+) -> MediaPlan:
+    """Create (or carry over) every chain, encoder group and mix stage the table needs."""
+    builder = _Builder(endpoints, previous, metrics, opus_complexity)
+    transcoded: list[tuple[GroupKey, str]] = []
+    mixing: dict[int, list[tuple[Endpoint, OutputFormat, tuple[str, ...]]]] = {}
+    for destination_id, mode in table.modes.items():
+        destination = endpoints[destination_id]
+        output_format = destination.output_format
+        if mode is RouteMode.PASSTHROUGH or output_format is None:
+            continue
+        audible = tuple(
+            source_id
+            for source_id in table.sources[destination_id]
+            if endpoints[source_id].source_rate is not None
+        )
+        if not audible:
+            continue
+        if mode is RouteMode.TRANSCODE:
+            key: GroupKey = ("transcode", audible[0], output_format.key)
+            builder.join(key, output_format, destination)
+            transcoded.append((key, audible[0]))
+        else:
+            mixing.setdefault(output_format.sample_rate, []).append(
+                (destination, output_format, audible)
+            )
+    stage_plans: list[
+        tuple[int, set[str], list[tuple[str, GroupKey]], list[tuple[GroupKey, tuple[str, ...]]]]
+    ] = []
+    for rate, entries in mixing.items():
+        union: set[str] = set()
+        for _, _, sources in entries:
+            union.update(sources)
+        standard: list[tuple[str, GroupKey]] = []
+        custom: list[tuple[GroupKey, tuple[str, ...]]] = []
+        for destination, output_format, sources in entries:
+            if set(sources) == union - {destination.id}:
+                mix_key = destination.id if destination.id in union else ""
+                key = ("mix", rate, mix_key, output_format.key)
+                builder.join(key, output_format, destination)
+                if (mix_key, key) not in standard:
+                    standard.append((mix_key, key))
+            else:
+                key = ("mix", rate, tuple(sorted(sources)), output_format.key)
+                builder.join(key, output_format, destination)
+                if (key, sources) not in custom:
+                    custom.append((key, sources))
+        stage_plans.append((rate, union, standard, custom))
+    builder.make_groups()
+    for key, source_id in transcoded:
+        group = builder.groups.get(key)
+        if group is not None:
+            rate = group.format.sample_rate
+            by_rate = builder.consumers.setdefault(source_id, {})
+            consumers = by_rate.setdefault(rate, [])
+            if group not in consumers:
+                consumers.append(group)
+    for rate, union, _, _ in stage_plans:
+        for source_id in union:
+            builder.fifo_rates.setdefault(source_id, set()).add(rate)
+    for endpoint in endpoints.values():
+        consumers_by_rate = builder.consumers.get(endpoint.id, {})
+        fifo_rates = builder.fifo_rates.get(endpoint.id, set())
+        source_rate = endpoint.source_rate
+        if (consumers_by_rate or fifo_rates) and source_rate is not None:
+            if endpoint.chain is None or endpoint.chain.rate != source_rate:
+                endpoint.chain = SourceChain(source_rate)
+            endpoint.chain.configure(consumers_by_rate, fifo_rates)
+        elif endpoint.chain is not None:
+            endpoint.chain.configure({}, set())
+    stages = []
+    for rate, union, standard, custom in stage_plans:
+        inputs = []
+        for source_id in sorted(union):
+            chain = endpoints[source_id].chain
+            if chain is not None:
+                inputs.append((source_id, chain.fifo(rate)))
+        outputs = [
+            (mix_key, builder.groups[key]) for mix_key, key in standard if key in builder.groups
+        ]
+        customs = [
+            (builder.groups[key], sources) for key, sources in custom if key in builder.groups
+        ]
+        stages.append(MixStage(rate, inputs, outputs, customs))
+    plan = MediaPlan(table, tuple(stages), builder.groups)
+    for endpoint in endpoints.values():
+        endpoint.plan_changed(table)
+    return plan

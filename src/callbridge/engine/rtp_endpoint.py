@@ -1,0 +1,412 @@
+"""A plain RTP endpoint: SDP offer/answer on top of an `RtpTransport`, and its media roles.
+
+Inbound (hot path, `_on_packet`): telephone-event packets go to the DTMF detector and are
+forwarded with each destination's event PT; audio is forwarded by header rewrite to
+passthrough destinations and, only if some destination needs it decoded, pushed through the
+jitter buffer (zero delay in order) and decoded once into the endpoint's `SourceChain`.
+Outbound: `forward` (passthrough) and `deliver` (generated frames) stamp timestamps from the
+endpoint's `OutputStream`; the transport adds our SSRC and sequence numbers.
+
+Not supported yet: WebRTC and SRTP offers are refused with ENDPOINT_ERROR (an OSRTP offer,
+RTP/AVP with a=crypto, is answered as plain RTP, which RFC 8643 allows). Inbound audio in a
+negotiated codec other than the first (send) codec is dropped on the decoded path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Final
+
+from callbridge.engine.endpoint import Endpoint
+from callbridge.engine.errors import INVALID_PARAMS, SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.pipeline import OutputFormat
+from callbridge.engine.routing import RouteMode, RoutingTable
+from callbridge.engine.rtp_transport import RtpTransport
+from callbridge.media import codecs as media_codecs
+from callbridge.media import sdp
+from callbridge.media.codecs import CodecSpec, Decoder, create_decoder
+from callbridge.media.errors import MediaError
+from callbridge.media.jitter import JitterBuffer
+from callbridge.media.rtp import RtpPacket
+from callbridge.media.telephone_event import DtmfDetector, TelephoneEventError
+
+if TYPE_CHECKING:
+    from callbridge.engine.session import MediaSession
+
+__all__ = ["RtpEndpoint"]
+
+_FALLBACK_EVENT_TYPES: Final = frozenset({101, 96, 126})
+"""PTs taken as telephone-event when none was negotiated (rtpbridge §3.3)."""
+_SUPPORTED: Final = ("PCMU", "PCMA", "G722", "opus")
+
+
+def _media_spec(codec: sdp.Codec) -> CodecSpec | None:
+    spec = media_codecs.codec_by_name(codec.name)
+    if spec is None or codec.key == "l16":
+        return None
+    return spec.with_payload_type(codec.payload_type)
+
+
+class RtpEndpoint(Endpoint):
+    """An RTP/AVP leg with one port pair (see the module docstring)."""
+
+    kind = "rtp"
+    is_rtp = True
+    watches_media = True
+
+    def __init__(self, session: MediaSession, direction: str, state: str) -> None:
+        super().__init__(session, direction, state)
+        self.metrics = session.metrics
+        self.transport: RtpTransport | None = None
+        self.codecs: tuple[sdp.Codec, ...] = ()
+        self._offered: tuple[sdp.Codec, ...] = ()
+        self.send_spec: CodecSpec | None = None
+        self._event_pt: int | None = None
+        self._event_types: frozenset[int] = _FALLBACK_EVENT_TYPES
+        self._format: OutputFormat | None = None
+        self._decoder: Decoder | None = None
+        self._jitter: JitterBuffer[RtpPacket] | None = None
+        self._detector = DtmfDetector(8000)
+        self._passthrough: tuple[tuple[RtpEndpoint, dict[int, int]], ...] = ()
+        self._event_targets: tuple[RtpEndpoint, ...] = ()
+        self._passthrough_source: str | None = None
+        """The source whose packets this endpoint currently forwards by passthrough."""
+        self._event_timestamps: dict[tuple[str, int], int] = {}
+        self._decoding = False
+
+    # -- creation and negotiation --------------------------------------------------------------
+
+    @classmethod
+    async def from_offer(
+        cls, session: MediaSession, offer_text: str, direction: str
+    ) -> tuple[RtpEndpoint, str]:
+        """Answer a remote offer; the endpoint is connected at once (no state event)."""
+        offer = sdp.parse_sdp(offer_text)
+        if offer.webrtc:
+            raise endpoint_error("WebRTC endpoints are not supported yet")
+        if offer.crypto is not None and not offer.osrtp:
+            raise endpoint_error("SRTP (RTP/SAVP with a=crypto) is not supported yet")
+        endpoint = cls(session, direction, "connected")
+        await endpoint._open()
+        try:
+            endpoint._apply(sdp.answer_codecs(offer, _SUPPORTED), offer)
+            return endpoint, endpoint._write(endpoint.codecs)
+        except BaseException:
+            endpoint.close()
+            raise
+
+    @classmethod
+    async def with_offer(
+        cls, session: MediaSession, direction: str, names: list[str] | None
+    ) -> tuple[RtpEndpoint, str]:
+        """Our offer; the endpoint is `connecting` and not routable until `accept_answer`."""
+        endpoint = cls(session, direction, "connecting")
+        await endpoint._open()
+        try:
+            endpoint._offered = sdp.offer_codecs(names)
+            return endpoint, endpoint._write(endpoint._offered)
+        except BaseException:
+            endpoint.close()
+            raise
+
+    async def _open(self) -> None:
+        self.transport = await RtpTransport.open(
+            self.session.context.ports,
+            self.session.context.config.media_ip,
+            on_packet=self._on_packet,
+            on_rtcp_bye=self._on_rtcp_bye,
+        )
+        if not self.session.alive:
+            self.transport.close()
+            raise EngineError(SESSION_GONE, "Session has been destroyed")
+
+    def _write(self, codecs: tuple[sdp.Codec, ...]) -> str:
+        assert self.transport is not None
+        return sdp.write_sdp(
+            address=self.session.context.config.media_ip,
+            port=self.transport.local_port,
+            codecs=codecs,
+            session_id=uuid.UUID(self.id).int & 0x7FFFFFFFFFFFFFFF,
+        )
+
+    def accept_answer(self, answer_text: str) -> None:
+        """Apply the peer's answer to our offer (again: renegotiation)."""
+        if not self._offered:
+            raise endpoint_error("No pending offer to accept answer for")
+        answer = sdp.parse_sdp(answer_text)
+        codecs = sdp.reduce_answer_codecs(answer, self._offered)
+        if not codecs:
+            raise endpoint_error("SDP answer contains no codecs from the original offer")
+        if answer.remote_address is None:
+            raise endpoint_error("SDP answer has no connection address")
+        renegotiation = self.state != "connecting"
+        self._apply(codecs, answer)
+        if renegotiation:
+            assert self.transport is not None
+            self.transport.reopen_learning_window()
+            self.session.rebuild_routing()
+        else:
+            self.session.set_state(self, "connected")
+
+    def _apply(self, codecs: tuple[sdp.Codec, ...], remote: sdp.SessionDescription) -> None:
+        """Install negotiated codecs and the remote address."""
+        assert self.transport is not None
+        self.codecs = codecs
+        send = sdp.send_codec(codecs)
+        self.send_spec = None if send is None else _media_spec(send)
+        event = sdp.telephone_event_codec(codecs)
+        if sdp.telephone_event_codec(remote.codecs) is None:
+            event = None  # our answer always lists it, but a peer that did not cannot take it
+        self._event_pt = None if event is None else event.payload_type
+        self._event_types = (
+            _FALLBACK_EVENT_TYPES if event is None else frozenset({event.payload_type})
+        )
+        clock_rate = self.send_spec.clock_rate if self.send_spec else 8000
+        self._detector = DtmfDetector(clock_rate)
+        self._format = None if self.send_spec is None else OutputFormat(self.send_spec)
+        if self.send_spec is not None:
+            self.output.step = self.send_spec.timestamp_step
+        self._decoder = None
+        rtcp = None
+        if remote.rtcp_port and remote.connection_address:
+            rtcp = (remote.connection_address, remote.rtcp_port)
+        self.transport.set_remote(remote.remote_address, rtcp, remote.rtcp_mux)
+        self.transport.set_clock_rate(clock_rate, event_payload_type=self._event_pt)
+
+    # -- description ---------------------------------------------------------------------------
+
+    @property
+    def codec(self) -> str | None:
+        return None if self.send_spec is None else self.send_spec.name
+
+    @property
+    def wire_codec(self) -> str | None:
+        spec = self.send_spec
+        return None if spec is None else f"{spec.name.lower()}/{spec.clock_rate}"
+
+    @property
+    def accepts_dtmf(self) -> bool:
+        return self._event_pt is not None
+
+    @property
+    def source_rate(self) -> int | None:
+        return None if self.send_spec is None else self.send_spec.sample_rate
+
+    @property
+    def output_format(self) -> OutputFormat | None:
+        return self._format
+
+    @property
+    def injecting(self) -> bool:
+        return self.transport is not None and self.transport.dtmf_busy
+
+    def plan_changed(self, table: RoutingTable) -> None:
+        endpoints = self.session.endpoints
+        passthrough = []
+        for destination_id in table.passthrough.get(self.id, ()):
+            destination = endpoints[destination_id]
+            assert isinstance(destination, RtpEndpoint)
+            passthrough.append((destination, _payload_type_map(self.codecs, destination.codecs)))
+        self._passthrough = tuple(passthrough)
+        targets = []
+        for destination_id in table.dtmf_destinations.get(self.id, ()):
+            destination = endpoints[destination_id]
+            if isinstance(destination, RtpEndpoint):
+                targets.append(destination)
+        self._event_targets = tuple(targets)
+        passthrough_source = None
+        if table.mode(self.id) is RouteMode.PASSTHROUGH:
+            passthrough_source = table.sources[self.id][0]
+        if passthrough_source != self._passthrough_source:
+            self._passthrough_source = passthrough_source
+            self.output.passthrough_offset = None
+        decoding = self.chain is not None and self.chain.active
+        if decoding and not self._decoding:
+            self._jitter = JitterBuffer(depth_packets=3, max_delay_ms=60.0)
+            self._decoder = None
+        self._decoding = decoding
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def _on_packet(self, packet: RtpPacket, arrival: float) -> None:
+        """Hot path: one valid inbound RTP packet."""
+        self.last_inbound = arrival
+        payload_type = packet.payload_type
+        if payload_type in self._event_types:
+            self._on_event(packet, arrival)
+            return
+        for destination, types in self._passthrough:
+            mapped = types.get(payload_type)
+            if mapped is not None:
+                destination.forward(packet, mapped, arrival)
+        if self._decoding:
+            jitter = self._jitter
+            assert jitter is not None
+            released = jitter.push(packet.sequence, packet, arrival, packet.ssrc)
+            if released:
+                self._decode(released, arrival)
+
+    def _decode(self, released: list[tuple[int, RtpPacket | None]], now: float) -> None:
+        chain = self.chain
+        spec = self.send_spec
+        if chain is None or spec is None:
+            return
+        decoder = self._decoder
+        if decoder is None:
+            try:
+                decoder = self._decoder = create_decoder(spec)
+            except MediaError:
+                self.metrics.transcode_errors_total += 1
+                return
+        for _, packet in released:
+            try:
+                if packet is None:
+                    pcm = decoder.conceal(chain.frame_samples)
+                elif packet.payload_type != spec.payload_type:
+                    continue
+                else:
+                    pcm = decoder.decode(bytes(packet.payload))
+            except MediaError:
+                self.metrics.transcode_errors_total += 1
+                continue
+            if pcm:
+                chain.push(pcm, now)
+
+    def _on_event(self, packet: RtpPacket, arrival: float) -> None:
+        for digit in self._detector.feed(packet.payload, packet.timestamp, arrival, packet.marker):
+            self._report_digit(digit.digit, digit.duration_ms)
+        if self.direction == "recvonly":
+            return
+        for destination in self._event_targets:
+            destination.forward_event(packet, self.id)
+
+    def _report_digit(self, digit: str, duration_ms: int) -> None:
+        self.metrics.dtmf_events_total += 1
+        self.session.emit(
+            "dtmf", {"endpoint_id": self.id, "digit": digit, "duration_ms": duration_ms}
+        )
+
+    def _on_rtcp_bye(self, ssrcs: list[int], reason: str | None) -> None:
+        self.session.emit(
+            "endpoint.rtcp_bye", {"endpoint_id": self.id, "ssrc_list": ssrcs, "reason": reason}
+        )
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def forward(self, packet: RtpPacket, payload_type: int, arrival: float) -> None:
+        """Passthrough: the packet as it came, with our PT/SSRC/sequence and a timestamp offset."""
+        output = self.output
+        offset = output.passthrough_offset
+        if offset is None:
+            offset = output.begin_passthrough(packet.timestamp)
+        timestamp = (packet.timestamp + offset) & 0xFFFFFFFF
+        transport = self.transport
+        assert transport is not None
+        if transport.send(packet.payload, payload_type, timestamp, packet.marker):
+            output.last_timestamp = timestamp
+            output.last_time = arrival
+            self.metrics.packets_routed_total += 1
+
+    def deliver(self, payload: bytes, now: float) -> None:
+        spec = self.send_spec
+        transport = self.transport
+        if spec is None or transport is None:
+            return
+        output = self.output
+        timestamp, marker = output.generated(now)
+        if transport.send(payload, spec.payload_type, timestamp, marker):
+            output.sent(timestamp, now)
+            self.metrics.packets_routed_total += 1
+
+    def forward_event(self, packet: RtpPacket, source_id: str) -> None:
+        """A forwarded RFC 4733 packet with our event PT, on our audio timeline."""
+        event_pt = self._event_pt
+        transport = self.transport
+        if event_pt is None or transport is None:
+            return
+        output = self.output
+        if source_id == self._passthrough_source and output.passthrough_offset is not None:
+            timestamp = (packet.timestamp + output.passthrough_offset) & 0xFFFFFFFF
+        else:
+            key = (source_id, packet.timestamp)
+            mapped = self._event_timestamps.get(key)
+            if mapped is None:
+                if len(self._event_timestamps) > 16:
+                    self._event_timestamps.clear()
+                base = output.last_timestamp
+                mapped = packet.timestamp if base is None else (base + output.step) & 0xFFFFFFFF
+                self._event_timestamps[key] = mapped
+            timestamp = mapped
+        transport.send(packet.payload, event_pt, timestamp, packet.marker)
+
+    def inject_dtmf(self, digit: str, duration_ms: int, volume: int) -> None:
+        if self._event_pt is None or self.transport is None:
+            raise endpoint_error("No telephone-event PT negotiated")
+        event = sdp.telephone_event_codec(self.codecs)
+        clock_rate = event.clock_rate if event is not None else 8000
+        try:
+            self.transport.start_dtmf(digit, duration_ms, volume, self._event_pt, clock_rate)
+        except TelephoneEventError as error:
+            raise EngineError(INVALID_PARAMS, str(error)) from None
+
+    # -- clock ---------------------------------------------------------------------------------
+
+    @property
+    def needs_tick(self) -> bool:  # type: ignore[override]
+        """Only a decoding endpoint has per-frame work (its jitter buffer's deadlines)."""
+        return self._decoding
+
+    def tick(self, now: float) -> None:
+        jitter = self._jitter
+        if jitter is not None and jitter.held:
+            released = jitter.tick(now)
+            if released:
+                self._decode(released, now)
+
+    def transport_tick(self, now: float) -> bool:
+        """RTCP and injected-digit pacing; True while a digit is still being sent."""
+        transport = self.transport
+        if transport is None or transport.closed:
+            return False
+        transport.tick(now)
+        return transport.dtmf_busy
+
+    def housekeeping(self, now: float) -> None:
+        for digit in self._detector.poll(now):
+            self._report_digit(digit.digit, digit.duration_ms)
+
+    def stats(self) -> dict[str, object]:
+        return {} if self.transport is None else self.transport.stats()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self._passthrough = ()
+        self._event_targets = ()
+        self._decoding = False
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            self.metrics.packets_malformed_total += (
+                transport.malformed_packets + transport.malformed_rtcp_packets
+            )
+            self.metrics.packets_unexpected_source_total += transport.unexpected_source_packets
+
+    async def wait_closed(self) -> None:
+        if self.transport is not None:
+            await self.transport.wait_closed()
+
+
+def _payload_type_map(
+    source: tuple[sdp.Codec, ...], destination: tuple[sdp.Codec, ...]
+) -> dict[int, int]:
+    """Source PT -> destination PT for every audio codec both sides negotiated."""
+    by_name = {
+        codec.key: codec.payload_type for codec in destination if not codec.is_telephone_event
+    }
+    return {
+        codec.payload_type: by_name[codec.key]
+        for codec in source
+        if not codec.is_telephone_event and codec.key in by_name
+    }
