@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.rtvbp.vectors import payload_cases
 
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import PayloadStruct, Role, decode_payload, encode_payload
 from callbridge.rtvbp.errors import PayloadError
+from tests.rtvbp.vectors import payload_cases
 
 CASES = payload_cases("babelforce.v1")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.rtvbp.vectors import payload_cases
 
 from callbridge.rtvbp import demo_v1
 from callbridge.rtvbp.catalog import Role, decode_payload, encode_payload
 from callbridge.rtvbp.errors import PayloadError
+from tests.rtvbp.vectors import payload_cases
 
 CASES = payload_cases("demo.v1")
 

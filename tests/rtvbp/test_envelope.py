@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.rtvbp.vectors import CATALOG_NAMES, frame_vectors
 
 from callbridge.rtvbp import gojson
 from callbridge.rtvbp.envelope import (
@@ -26,6 +25,7 @@ from callbridge.rtvbp.envelope import (
     encode_frame,
 )
 from callbridge.rtvbp.errors import EnvelopeError
+from tests.rtvbp.vectors import CATALOG_NAMES, frame_vectors
 
 
 def _ordered_json(value: Any) -> bytes:

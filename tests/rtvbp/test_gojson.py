@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.rtvbp.vectors import float_vectors
 
 from callbridge.rtvbp.gojson import dumps, go_escape, go_float, loads
+from tests.rtvbp.vectors import float_vectors
 
 
 def test_float_vector_count() -> None:

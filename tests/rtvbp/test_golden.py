@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.rtvbp.vectors import golden_bytes, golden_files
 
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import decode_payload, encode_payload
@@ -19,6 +18,7 @@ from callbridge.rtvbp.envelope import (
     decode_frame,
     encode_frame,
 )
+from tests.rtvbp.vectors import golden_bytes, golden_files
 
 L16_8000 = bf.AudioCodec(id="L16/8000/1", name="L16", sample_rate=8000, bit_depth=16, channels=1)
 

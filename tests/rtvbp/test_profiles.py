@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.rtvbp.vectors import negotiation_vectors
 
 from callbridge.rtvbp import babelforce_v1, demo_v1
 from callbridge.rtvbp.errors import NegotiationError
 from callbridge.rtvbp.profiles import PROFILES, Negotiated, negotiate, parse_offer, profile_for
+from tests.rtvbp.vectors import negotiation_vectors
 
 VECTORS = negotiation_vectors()
 

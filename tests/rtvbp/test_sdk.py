@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import serve_application, wait_until
 
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.application import Application, Call, prefer_sample_rate
@@ -16,6 +15,7 @@ from callbridge.rtvbp.auth import StaticTokenAuthenticator
 from callbridge.rtvbp.errors import RemoteError, RtvbpError
 from callbridge.rtvbp.voice import ProtocolViolationError, VoiceCall
 from callbridge.rtvbp.websocket import ConnectError
+from tests.conftest import serve_application, wait_until
 
 L16_8K = bf.AudioCodec.l16(8000)
 L16_16K = bf.AudioCodec.l16(16000)

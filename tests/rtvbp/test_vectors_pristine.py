@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from tests.rtvbp.vectors import VECTORS_DIR, vendored_files
 
 CHECKSUMS = VECTORS_DIR.parent / "rtvbp.sha256"

@@ -193,3 +193,20 @@ def test_one_port_serves_rtvbp_control_and_http() -> None:
     assert created["id"] == "1" and "session_id" in created["result"]  # type: ignore[operator]
     assert len(sessions) == 1
     assert rtvbp_call.returncode == 0, rtvbp_call.stdout
+
+
+def test_two_phones_example_runs() -> None:
+    """docs/control-protocol.md's worked example, against a real `callbridge serve`."""
+    with running_server() as port:
+        result = subprocess.run(
+            [sys.executable, "examples/two_phones.py", f"ws://127.0.0.1:{port}/"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alice hears [880] Hz, bob hears [440] Hz" in result.stdout
+    assert "alice hears [880, 1000] Hz, bob hears [440, 1000] Hz" in result.stdout
+    assert "alice hears [660, 880, 1000] Hz, carol hears [440, 880, 1000] Hz" in result.stdout
+    assert "endpoints: ['bridge', 'rtp', 'rtp', 'tone']" in result.stdout

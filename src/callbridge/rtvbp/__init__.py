@@ -1,1 +1,1 @@
-"""RTVBP: sans-I/O envelope, catalogs and negotiation; asyncio session runtime; WebSocket transport; auth."""
+"""RTVBP: sans-I/O envelope, catalogs, negotiation; asyncio runtime; WebSocket; auth; SDK."""
