@@ -157,7 +157,10 @@ class Call:
         at once and the voice peer buffers them; `realtime=True` paces them as they play, so
         `clear_audio()` can also stop audio that has not been sent yet.
         """
-        await self._outbound.send(pcm, sample_rate=sample_rate, realtime=realtime)
+        if len(pcm) == self.frame_bytes and sample_rate is None and not realtime:
+            await self._outbound.send_frame(pcm)  # the relay hot path: one exact frame
+        else:
+            await self._outbound.send(pcm, sample_rate=sample_rate, realtime=realtime)
 
     async def flush_audio(self) -> None:
         """Send the trailing partial frame, padded with silence."""

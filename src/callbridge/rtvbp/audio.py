@@ -56,14 +56,20 @@ class OutboundAudio:
             len(pcm) == self._frame_bytes
             and not realtime
             and (sample_rate is None or sample_rate == self.sample_rate)
-            and not self._chunker.pending_bytes
         ):
-            await self._session.send_audio(pcm)  # one exact frame: the echo/relay hot path
+            await self.send_frame(pcm)
             return 1
         if sample_rate is not None and sample_rate != self.sample_rate:
             pcm = self._resampler(sample_rate).resample(pcm)
         frames = self._chunker.push(pcm)
         return await self._send_frames(frames, realtime)
+
+    async def send_frame(self, frame: bytes) -> None:
+        """One exact frame with nothing pending goes straight out (the echo/relay hot path)."""
+        if self._chunker.pending_bytes:
+            await self._send_frames(self._chunker.push(frame), realtime=False)
+        else:
+            await self._session.send_audio(frame)
 
     async def flush(self, *, realtime: bool = False) -> int:
         """Send the trailing partial frame, padded with silence; returns frames sent (0 or 1)."""
@@ -143,11 +149,30 @@ class InboundFrames:
                 self._waiter = None
         return self._frames.popleft()
 
-    async def iterate(self, resampler: Resampler | None = None) -> AsyncIterator[bytes]:
-        while (frame := await self.get()) is not None:
-            yield frame if resampler is None else resampler.resample(frame)
+    def iterate(self, resampler: Resampler | None = None) -> AsyncIterator[bytes]:
+        return _FrameIterator(self, resampler)
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class _FrameIterator:
+    """`async for` over an InboundFrames: one coroutine per frame, none of an async generator's."""
+
+    __slots__ = ("_queue", "_resampler")
+
+    def __init__(self, queue: InboundFrames, resampler: Resampler | None) -> None:
+        self._queue = queue
+        self._resampler = resampler
+
+    def __aiter__(self) -> _FrameIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        queue = self._queue
+        frame = queue._frames.popleft() if queue._frames else await queue.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame if self._resampler is None else self._resampler.resample(frame)
