@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,25 @@ async def serve_application(application: Application, path: str = "/rtvbp") -> A
         yield f"ws://{host}:{port}{path}"
     finally:
         await runner.cleanup()
+
+
+def free_port_range(pairs: int) -> tuple[int, int]:
+    """An even-based range of `pairs` pairs that is bindable right now (below ephemeral ports)."""
+    for _ in range(200):
+        start = random.randrange(20000, 30000 - 2 * pairs, 2)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(start, start + 2 * pairs):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return start, start + 2 * pairs - 1
+    raise RuntimeError("no free port range found")
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import socket
 from collections.abc import Iterator
 
@@ -12,27 +11,9 @@ import pytest
 
 from callbridge.engine.errors import ENDPOINT_ERROR, EngineError
 from callbridge.engine.ports import PortAllocationError, PortAllocator, PortPair
+from tests.conftest import free_port_range
 
 HOST = "127.0.0.1"
-
-
-def free_port_range(pairs: int) -> tuple[int, int]:
-    """An even-based range of `pairs` pairs that is bindable right now (below ephemeral ports)."""
-    for _ in range(200):
-        start = random.randrange(20000, 30000 - 2 * pairs, 2)
-        probes: list[socket.socket] = []
-        try:
-            for port in range(start, start + 2 * pairs):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                probes.append(probe)
-                probe.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return start, start + 2 * pairs - 1
-    raise RuntimeError("no free port range found")
 
 
 def occupied(port: int) -> bool:

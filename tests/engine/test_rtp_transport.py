@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,29 +36,11 @@ from callbridge.media.rtcp import (
 )
 from callbridge.media.rtp import RtpExtension, RtpPacket, build_rtp, parse_rtp
 from callbridge.media.telephone_event import parse_telephone_event
+from tests.conftest import free_port_range
 
 HOST = "127.0.0.1"
 GUARD_S = 5.0
 """Hang guard for socket waits; never reached when things work."""
-
-
-def free_port_range(pairs: int) -> tuple[int, int]:
-    """An even-based range of `pairs` pairs that is bindable right now (below ephemeral ports)."""
-    for _ in range(200):
-        start = random.randrange(20000, 30000 - 2 * pairs, 2)
-        probes: list[socket.socket] = []
-        try:
-            for port in range(start, start + 2 * pairs):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                probes.append(probe)
-                probe.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return start, start + 2 * pairs - 1
-    raise RuntimeError("no free port range found")
 
 
 class FakeClock:
