@@ -21,6 +21,7 @@ from callbridge.engine.manager import SessionManager
 from callbridge.server.config import Settings
 from callbridge.server.control import ControlServer, control_server, setup_control
 from callbridge.server.http_api import setup_http_api
+from callbridge.server.rtvbp_ingress import setup_rtvbp_ingress
 
 RECEIVE_TIMEOUT_S = 10.0
 """Guard against a hang only; no test passes or fails on timing."""
@@ -122,6 +123,11 @@ class ServerHandle:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def media_url(self) -> str:
+        """Where voice peers call in to be parked (append /{session_id} to join one)."""
+        return f"ws://{self.host}:{self.port}{self.settings.rtvbp.media_path}"
+
+    @property
     def control(self) -> ControlServer:
         return control_server(self.app)
 
@@ -171,6 +177,7 @@ async def start_server(
         app = web.Application()
         setup_http_api(app, manager, settings)
         setup_control(app, manager, settings)
+        setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -44,3 +44,13 @@ class EngineConfig:
     """libopus encoder complexity 0-10 for Opus destinations: 0 costs about half of 5."""
     housekeeping_interval_s: float = 1.0
     """How often the clock checks timeouts (idle, empty, media, orphan-free); rounded to frames."""
+    rtvbp_connect_timeout_s: float = 10.0
+    """Dialling an RTVBP application: TCP connect plus WebSocket upgrade."""
+    rtvbp_request_timeout_s: float = 5.0
+    """How long an RTVBP request (session.initialize included) waits for its response."""
+    rtvbp_close_timeout_s: float = 2.0
+    """How long the graceful end of a removed RTVBP leg (the hang-up exchange) may take."""
+    rtvbp_park_timeout_s: float = 30.0
+    """How long a parked incoming call waits for `session.attach` before it is hung up."""
+    rtvbp_initialize_timeout_s: float = 10.0
+    """How long an incoming voice peer may take to send `session.initialize`."""

@@ -6,9 +6,10 @@ endpoints never import the manager (no cycle) and tests can see exactly what a s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
@@ -33,3 +34,13 @@ class EngineContext:
     """Another live session by id (bridge targets)."""
     session_destroyed: Callable[[MediaSession], None]
     """Called once by a session when it is torn down."""
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Background work that outlives a call site (RTVBP dials and hang-ups); the manager waits
+    for it at shutdown."""
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coroutine` as a tracked background task (never per frame)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task

@@ -13,18 +13,25 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from callbridge.engine.errors import INVALID_PARAMS, EngineError
 from callbridge.engine.pipeline import OutputFormat, OutputStream, SourceChain
 from callbridge.engine.routing import RouteNode, RoutingTable
 
 if TYPE_CHECKING:
     from callbridge.engine.session import MediaSession
 
-__all__ = ["DIRECTIONS", "STATES", "Endpoint"]
+__all__ = ["DIRECTIONS", "STATES", "Endpoint", "check_direction"]
 
 DIRECTIONS: Final = frozenset({"sendrecv", "sendonly", "recvonly"})
 STATES: Final = frozenset(
     {"new", "buffering", "connecting", "connected", "playing", "paused", "disconnected", "finished"}
 )
+
+
+def check_direction(direction: str) -> None:
+    """INVALID_PARAMS for anything but sendrecv, sendonly and recvonly."""
+    if direction not in DIRECTIONS:
+        raise EngineError(INVALID_PARAMS, f"unknown direction {direction!r}")
 
 
 class Endpoint:

@@ -7,12 +7,17 @@ under concurrency (`max_sessions` admits exactly N of any number of concurrent c
 Orphaning (rtpbridge §2): when a control connection drops, its session keeps its media and
 waits `disconnect_timeout_s` for `attach`; the timer callback re-checks a generation counter,
 so a timer from an earlier orphan episode never destroys a re-attached session.
+
+Parking (incoming RTVBP calls): `park_session` makes a session that starts orphaned, for a
+call that no controller owns yet; its timer is `rtvbp_park_timeout_s` and hangs the call up
+("not claimed"). `serve_rtvbp_call` runs one incoming call (the server did the upgrade).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Final
 
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
@@ -27,11 +32,16 @@ from callbridge.engine.errors import (
 )
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
+from callbridge.engine.rtvbp_inbound import CallListener, IncomingCall
 from callbridge.engine.session import EventSink, MediaSession
+from callbridge.rtvbp.transport_base import Transport
 
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
+
+BACKGROUND_GRACE_S: Final = 1.0
+"""Beyond the RTVBP close timeout, how long shutdown waits for background work to end."""
 
 
 class SessionManager:
@@ -87,13 +97,14 @@ class SessionManager:
                 logger.warning("shutdown: %d sessions still active", len(self._sessions))
         for session in list(self._sessions.values()):
             await session.destroy("shutdown")
+        await self._finish_background_tasks()
         self.clock.discard_housekeeping(self._housekeeping)
         self.clock.stop()
         await self.downloads.close()
 
     # -- the facade ----------------------------------------------------------------------------
 
-    def create_session(self, sink: EventSink) -> MediaSession:
+    def create_session(self, sink: EventSink | None) -> MediaSession:
         if self.shutting_down:
             raise EngineError(SHUTTING_DOWN, "Server is shutting down")
         limit = self.config.max_sessions
@@ -122,6 +133,32 @@ class SessionManager:
 
     def orphan(self, session: MediaSession) -> None:
         """The control connection of `session` dropped: start its disconnect timer."""
+        self._orphan(session, self.config.disconnect_timeout_s, "session destroyed")
+
+    def park_session(self) -> MediaSession:
+        """A new orphaned session for an incoming call: `attach` claims it; unclaimed after
+        `rtvbp_park_timeout_s`, it is destroyed and the call hung up with "not claimed"."""
+        session = self.create_session(None)
+        session.parked = True
+        self._orphan(session, self.config.rtvbp_park_timeout_s, "not claimed")
+        return session
+
+    async def serve_rtvbp_call(
+        self,
+        transport: Transport,
+        *,
+        session_id: str | None,
+        remote: str | None,
+        on_parked: CallListener | None = None,
+    ) -> None:
+        """Run one incoming RTVBP call (callbridge is the application) until it ends: it joins
+        session `session_id`, or is parked (`on_parked` gets its `call.incoming` data)."""
+        call = IncomingCall(
+            self, transport, session_id=session_id, remote=remote, on_parked=on_parked
+        )
+        await call.run()
+
+    def _orphan(self, session: MediaSession, timeout_s: float, reason: str) -> None:
         if not session.alive:
             return
         session.unbind()
@@ -129,12 +166,12 @@ class SessionManager:
         if old is not None:
             old.cancel()
         if self.shutting_down:
-            session.teardown()
+            session.teardown("shutdown")
             return
         generation = session.orphan_generation
         loop = asyncio.get_running_loop()
         self._orphan_timers[session.id] = loop.call_later(
-            self.config.disconnect_timeout_s, self._orphan_expired, session, generation
+            timeout_s, self._orphan_expired, session, generation, reason
         )
 
     def get(self, session_id: str) -> MediaSession | None:
@@ -145,12 +182,24 @@ class SessionManager:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _orphan_expired(self, session: MediaSession, generation: int) -> None:
+    def _orphan_expired(self, session: MediaSession, generation: int, reason: str) -> None:
         if session.orphan_generation != generation:
             return  # re-attached (and maybe orphaned again) since this timer was set
         self._orphan_timers.pop(session.id, None)
         if session.alive and session.state == "orphaned":
-            session.teardown()
+            session.teardown(reason)
+
+    async def _finish_background_tasks(self) -> None:
+        """Let RTVBP hang-ups finish (bounded), then cancel what is left."""
+        tasks = set(self.context.tasks)
+        if not tasks:
+            return
+        limit = self.config.rtvbp_close_timeout_s * 2 + BACKGROUND_GRACE_S
+        _, pending = await asyncio.wait(tasks, timeout=limit)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _session_destroyed(self, session: MediaSession) -> None:
         if self._sessions.pop(session.id, None) is None:

@@ -282,9 +282,9 @@ class RtpEndpoint(Endpoint):
 
     def _report_digit(self, digit: str, duration_ms: int) -> None:
         self.metrics.dtmf_events_total += 1
-        self.session.emit(
-            "dtmf", {"endpoint_id": self.id, "digit": digit, "duration_ms": duration_ms}
-        )
+        session = self.session
+        session.emit("dtmf", {"endpoint_id": self.id, "digit": digit, "duration_ms": duration_ms})
+        session.rtvbp.route_digit(self, digit, duration_ms)  # RTVBP legs that hear this one
 
     def _on_rtcp_bye(self, ssrcs: list[int], reason: str | None) -> None:
         self.session.emit(

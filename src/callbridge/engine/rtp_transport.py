@@ -26,12 +26,11 @@ from callbridge.engine.errors import endpoint_error
 from callbridge.engine.ports import PortAllocator, PortPair
 from callbridge.media import rtcp
 from callbridge.media.rtp import (
+    RTP_FIXED_HEADER,
     RTP_HEADER_SIZE,
     RtpPacket,
-    build_rtp,
     is_rtcp,
     parse_rtp,
-    rewrite_rtp_header,
 )
 from callbridge.media.telephone_event import DtmfPacket, dtmf_packets
 
@@ -56,6 +55,13 @@ DEFAULT_CLOCK_RATE: Final = 8000
 
 _DTMF_SLACK_S: Final = DTMF_PTIME_S / 2
 """A digit packet due within this much after `now` goes out in this tick (tick jitter)."""
+_pack_header: Final = RTP_FIXED_HEADER.pack
+_unpack_header: Final = RTP_FIXED_HEADER.unpack_from
+_PLAIN_FIRST_OCTET: Final = 0x80
+"""Version 2, no padding, no extension, no CSRCs: the packets the fast path parses inline."""
+_RTCP_FIRST_TYPE: Final = 192
+_RTCP_LAST_TYPE: Final = 223
+"""RTCP packet types as rtcp-mux demux sees them (RFC 5761 §4, as `is_rtcp`)."""
 
 Address = tuple[Any, ...]
 """A socket address as asyncio reports it: (host, port) or (host, port, flowinfo, scope_id)."""
@@ -138,7 +144,6 @@ class RtpTransport:
         """Our SSRC on every packet we send."""
         self.cname: Final = cname or f"callbridge-{self.ssrc:08x}"
         self._sequence = secrets.randbits(16)
-        self._header_template = bytearray(build_rtp(0, 0, 0, self.ssrc, b""))
         opened_at = now()
         self._unix_offset = time.time() - opened_at
         """Added to `now` to stamp NTP times, so RTT needs no second clock."""
@@ -278,16 +283,33 @@ class RtpTransport:
         """Hot path: every datagram on the even port.
 
         RTCP types (192..223) are demuxed whether or not rtcp-mux was negotiated: they cannot
-        be valid RTP (RFC 5761 §4), and a peer may mux before the answer is applied.
+        be valid RTP (RFC 5761 §4), and a peer may mux before the answer is applied. A plain
+        header (no padding, extension or CSRCs: what phones send) is parsed inline, the rest
+        by `parse_rtp`.
         """
-        if is_rtcp(data):
+        if (
+            len(data) >= RTP_HEADER_SIZE
+            and data[0] == _PLAIN_FIRST_OCTET
+            and not _RTCP_FIRST_TYPE <= data[1] <= _RTCP_LAST_TYPE
+        ):
+            _, second, sequence, timestamp, ssrc = _unpack_header(data)
+            packet = RtpPacket(
+                second & 0x7F,
+                second > 0x7F,
+                sequence,
+                timestamp,
+                ssrc,
+                memoryview(data)[RTP_HEADER_SIZE:],
+            )
+        elif is_rtcp(data):
             self._receive_rtcp(data, address)
             return
-        try:
-            packet = parse_rtp(data)
-        except ValueError:
-            self.malformed_packets += 1
-            return
+        else:
+            try:
+                packet = parse_rtp(data)
+            except ValueError:
+                self.malformed_packets += 1
+                return
         arrival = self._now()
         if address != self._rtp_target:
             self._source_moved(address, arrival)
@@ -386,11 +408,11 @@ class RtpTransport:
             return False
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
-        buffer = self._header_template + payload
-        rewrite_rtp_header(buffer, payload_type, marker, sequence, timestamp, self.ssrc)
-        self._rtp_transport.sendto(buffer, target)  # type: ignore[union-attr]
+        second = (payload_type & 0x7F) | 0x80 if marker else payload_type & 0x7F
+        header = _pack_header(0x80, second, sequence, timestamp & 0xFFFFFFFF, self.ssrc)
+        self._rtp_transport.sendto(header + payload, target)  # type: ignore[union-attr]
         self.sent_packets += 1
-        self.sent_bytes += len(buffer) - RTP_HEADER_SIZE
+        self.sent_bytes += len(payload)
         self._last_timestamp = timestamp
         return True
 
@@ -402,12 +424,13 @@ class RtpTransport:
             return False
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
-        buffer = self._header_template + packet.payload
         timestamp = packet.timestamp
-        rewrite_rtp_header(buffer, payload_type, packet.marker, sequence, timestamp, self.ssrc)
-        self._rtp_transport.sendto(buffer, target)  # type: ignore[union-attr]
+        payload = packet.payload
+        second = (payload_type & 0x7F) | 0x80 if packet.marker else payload_type & 0x7F
+        header = _pack_header(0x80, second, sequence, timestamp, self.ssrc)
+        self._rtp_transport.sendto(header + payload, target)  # type: ignore[union-attr]
         self.sent_packets += 1
-        self.sent_bytes += len(buffer) - RTP_HEADER_SIZE
+        self.sent_bytes += len(payload)
         self._last_timestamp = timestamp
         return True
 

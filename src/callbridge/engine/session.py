@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from callbridge.engine.bridge_endpoint import BridgeEndpoint
-from callbridge.engine.endpoint import DIRECTIONS, Endpoint
+from callbridge.engine.endpoint import Endpoint, check_direction
 from callbridge.engine.errors import (
     INVALID_PARAMS,
     SESSION_GONE,
@@ -31,6 +31,8 @@ from callbridge.engine.file_endpoint import FileEndpoint
 from callbridge.engine.plan import MediaPlan, build_plan
 from callbridge.engine.routing import build_routing
 from callbridge.engine.rtp_endpoint import RtpEndpoint
+from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
+from callbridge.engine.session_rtvbp import SessionRtvbp
 from callbridge.engine.tone_endpoint import ToneEndpoint
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ CRITICAL_EVENTS: Final = frozenset(
         "endpoint.file.finished",
         "session.idle_timeout",
         "session.empty_timeout",
+        "endpoint.rtvbp.ended",
+        "call.incoming",
     }
 )
 
@@ -89,6 +93,13 @@ class MediaSession:
         self._rtcp_phase = random.randrange(_RTCP_CHECK_FRAMES)
         self.orphan_generation = 0
         """Bumped on every orphan/attach so a stale disconnect timer does nothing."""
+        self.parked = False
+        """Created for an incoming RTVBP call that no controller has claimed yet."""
+        self.end_reason = "session destroyed"
+        """Why the session ended (the hang-up reason its RTVBP legs are given)."""
+        self.variables: dict[str, Any] = {}
+        """Session variables: RTVBP applications read and write them (session.get/set)."""
+        self.rtvbp = SessionRtvbp(self)
         context.clock.add(self._on_tick)
 
     # -- binding and events ------------------------------------------------------------------
@@ -97,6 +108,7 @@ class MediaSession:
         """A control connection took the session (create or attach)."""
         self._sink = sink
         self.state = "active"
+        self.parked = False
         self.orphan_generation += 1
         self.touch()
 
@@ -123,12 +135,17 @@ class MediaSession:
     # -- description -------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        return {
+        """The session.list entry; `calls` lists its RTVBP legs, when it has any."""
+        summary: dict[str, Any] = {
             "session_id": self.id,
             "state": self.state,
             "endpoint_count": len(self.endpoints),
             "created_at": _rfc3339(self.created_at),
         }
+        calls = self.rtvbp.calls()
+        if calls:
+            summary["calls"] = calls
+        return summary
 
     def info(self) -> dict[str, Any]:
         self.touch()
@@ -168,7 +185,8 @@ class MediaSession:
         self.rebuild_routing()
         return endpoint
 
-    def _get(self, endpoint_id: str) -> Endpoint:
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        """The endpoint with this id; ENDPOINT_ERROR "Endpoint not found" otherwise."""
         self._check_alive()
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
@@ -222,6 +240,8 @@ class MediaSession:
         tick = self._tick = self._tick + 1
         for endpoint in self._tickers:
             endpoint.tick(now)
+        if self.rtvbp.pending_digits:
+            self.rtvbp.start_pending_digit()
         if self._injecting:
             for endpoint in list(self._injecting):
                 if not endpoint.transport_tick(now):
@@ -256,7 +276,7 @@ class MediaSession:
                 "session.idle_timeout",
                 {"session_id": self.id, "idle_timeout_secs": _seconds(idle_timeout)},
             )
-            self.teardown()
+            self.teardown("session idle timeout")
             return
         empty_timeout = config.empty_session_timeout_s
         if empty_timeout and self._empty_since is not None and not self.endpoints:
@@ -265,7 +285,7 @@ class MediaSession:
                     "session.empty_timeout",
                     {"session_id": self.id, "empty_timeout_secs": _seconds(empty_timeout)},
                 )
-                self.teardown()
+                self.teardown("session empty timeout")
 
     def _last_activity(self, now: float) -> float:
         last = self._last_command
@@ -281,7 +301,7 @@ class MediaSession:
 
     async def create_from_offer(self, sdp: str, direction: str) -> tuple[str, str]:
         """A plain RTP endpoint answering `sdp`; returns (endpoint_id, sdp_answer)."""
-        _check_direction(direction)
+        check_direction(direction)
         self.touch()
         self.reserve_slot()
         try:
@@ -296,7 +316,7 @@ class MediaSession:
         self, kind: str, direction: str, codecs: list[str] | None, srtp: bool
     ) -> tuple[str, str]:
         """An RTP endpoint with our offer; routable once `accept_answer` is called."""
-        _check_direction(direction)
+        check_direction(direction)
         self.touch()
         if kind == "webrtc":
             raise endpoint_error("WebRTC endpoints are not supported yet")
@@ -315,7 +335,7 @@ class MediaSession:
 
     async def accept_answer(self, endpoint_id: str, sdp: str) -> None:
         self.touch()
-        endpoint = self._get(endpoint_id)
+        endpoint = self.endpoint(endpoint_id)
         if not isinstance(endpoint, RtpEndpoint):
             raise endpoint_error("This endpoint type doesn't accept SDP answers")
         endpoint.accept_answer(sdp)
@@ -372,7 +392,7 @@ class MediaSession:
 
     async def remove_endpoint(self, endpoint_id: str) -> None:
         self.touch()
-        endpoint = self._get(endpoint_id)
+        endpoint = self.endpoint(endpoint_id)
         if isinstance(endpoint, BridgeEndpoint):
             endpoint.remove_partner()
         self.discard(endpoint)
@@ -390,7 +410,7 @@ class MediaSession:
         self._file(endpoint_id).resume()
 
     def _file(self, endpoint_id: str) -> FileEndpoint:
-        endpoint = self._get(endpoint_id)
+        endpoint = self.endpoint(endpoint_id)
         if not isinstance(endpoint, FileEndpoint):
             raise endpoint_error("Not a file endpoint")
         return endpoint
@@ -398,25 +418,43 @@ class MediaSession:
     async def dtmf_inject(
         self, endpoint_id: str, digit: str, duration_ms: int, volume: int
     ) -> None:
-        """Send one RFC 4733 digit out of `endpoint_id` to its own peer (one at a time)."""
+        """Send one RFC 4733 digit out of `endpoint_id` to its own peer (one at a time).
+
+        An RTVBP leg sends it its own way: a `dtmf` event to an application, in-band tones to
+        a voice peer.
+        """
         self.touch()
         self._check_alive()
-        if any(
-            isinstance(endpoint, RtpEndpoint) and endpoint.injecting
-            for endpoint in self.endpoints.values()
-        ):
+        if self.injecting:
             raise endpoint_error("DTMF injection already in progress")
-        endpoint = self._get(endpoint_id)
+        endpoint = self.endpoint(endpoint_id)
         if isinstance(endpoint, FileEndpoint | ToneEndpoint):
             raise endpoint_error("Cannot inject DTMF into file endpoint")
+        if isinstance(endpoint, RtvbpEndpoint):
+            endpoint.inject_digit(digit, duration_ms)
+            return
         if not isinstance(endpoint, RtpEndpoint):
             raise endpoint_error("No telephone-event PT negotiated")
+        self.start_injection(endpoint, digit, duration_ms, volume)
+
+    @property
+    def injecting(self) -> bool:
+        """An RTP endpoint of this session is sending an injected digit."""
+        return any(
+            isinstance(endpoint, RtpEndpoint) and endpoint.injecting
+            for endpoint in self.endpoints.values()
+        )
+
+    def start_injection(
+        self, endpoint: RtpEndpoint, digit: str, duration_ms: int, volume: int
+    ) -> None:
+        """Start sending one RFC 4733 digit out of `endpoint` (the caller checked the slot)."""
         endpoint.inject_dtmf(digit, duration_ms, volume)
         self._injecting.add(endpoint)
 
     async def bridge(self, target_session_id: str, direction: str) -> tuple[str, str]:
         """A pair of bridge endpoints, here and in the target; returns (mine, theirs)."""
-        _check_direction(direction)
+        check_direction(direction)
         self.touch()
         self._check_alive()
         if target_session_id == self.id:
@@ -437,19 +475,23 @@ class MediaSession:
         target.add(theirs)
         return mine.id, theirs.id
 
-    async def destroy(self, reason: str = "destroyed") -> None:
-        """Stop everything and free every socket; idempotent. Emits nothing."""
+    async def destroy(self, reason: str = "session destroyed") -> None:
+        """Stop everything and free every socket; idempotent. Emits nothing.
+
+        RTVBP legs are hung up with `reason` in the background (bounded, never waited for).
+        """
         closing = [
             endpoint for endpoint in self.endpoints.values() if isinstance(endpoint, RtpEndpoint)
         ]
-        self.teardown()
+        self.teardown(reason)
         for endpoint in closing:
             await endpoint.wait_closed()
 
-    def teardown(self) -> None:
+    def teardown(self, reason: str = "session destroyed") -> None:
         """Synchronous destroy (timers and housekeeping use it); idempotent."""
         if not self.alive:
             return
+        self.end_reason = reason
         self.alive = False
         self._sink = None
         self.context.clock.discard(self._on_tick)
@@ -460,13 +502,9 @@ class MediaSession:
         self._tickers = ()
         self._rtp = ()
         self._injecting.clear()
+        self.rtvbp.pending_digits.clear()
         self.plan = MediaPlan()
         self.context.session_destroyed(self)
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise EngineError(INVALID_PARAMS, f"unknown direction {direction!r}")
 
 
 def _seconds(value: float) -> int | float:

@@ -15,6 +15,7 @@ import msgspec
 from callbridge.media.errors import MediaError
 
 __all__ = [
+    "RTP_FIXED_HEADER",
     "RTP_HEADER_SIZE",
     "RTP_VERSION",
     "SEQUENCE_MODULUS",
@@ -46,6 +47,9 @@ _RTCP_TYPE_FIRST: Final = 192
 _RTCP_TYPE_LAST: Final = 223
 
 _FIXED_HEADER: Final = struct.Struct("!BBHII")
+RTP_FIXED_HEADER: Final = _FIXED_HEADER
+"""The 12-byte fixed header (first octet, second octet, sequence, timestamp, SSRC), for hot
+paths that bind its `pack`/`unpack_from` once and do no validation beyond what they check."""
 _REWRITTEN_FIELDS: Final = struct.Struct("!BHII")  # second octet, sequence, timestamp, ssrc
 _EXTENSION_HEADER: Final = struct.Struct("!HH")  # profile, length in 32-bit words
 _CSRC_LISTS: Final = tuple(struct.Struct(f"!{count}I") for count in range(16))

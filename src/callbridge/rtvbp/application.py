@@ -62,6 +62,23 @@ def first_l16(offers: Sequence[bf.AudioCodec]) -> bf.AudioCodec | None:
     return mono[0] if mono else next((codec for codec in offers if is_l16(codec)), None)
 
 
+def select_codec(offers: Sequence[bf.AudioCodec], choose: CodecChooser) -> bf.AudioCodec:
+    """The codec to answer ``session.initialize`` with, picked by `choose` among `offers`.
+
+    Raises RemoteError 400 when nothing was offered or nothing offered is usable, and
+    RuntimeError when `choose` returns a codec that was not offered (a bug of the chooser).
+    """
+    if not offers:
+        raise RemoteError(BAD_REQUEST, "no audio codec offerings")
+    codec = choose(offers)
+    if codec is None:
+        offered = ", ".join(offer.id for offer in offers)
+        raise RemoteError(BAD_REQUEST, f"none of the offered audio codecs is supported: {offered}")
+    if codec not in offers:
+        raise RuntimeError(f"codec chooser returned {codec.id}, which was not offered")
+    return codec
+
+
 def prefer_sample_rate(*rates: int) -> CodecChooser:
     """A codec choice that takes the first of `rates` offered as mono L16, else `first_l16`."""
 
@@ -372,17 +389,7 @@ class _CallRunner:
         params: bf.SessionInitializeRequest = request.params
         if self.call is not None:
             raise RemoteError(BAD_REQUEST, "session already initialized")
-        offers = params.audio_codec_offerings
-        if not offers:
-            raise RemoteError(BAD_REQUEST, "no audio codec offerings")
-        codec = self.application.choose_codec(offers)
-        if codec is None:
-            offered = ", ".join(offer.id for offer in offers)
-            raise RemoteError(
-                BAD_REQUEST, f"none of the offered audio codecs is supported: {offered}"
-            )
-        if codec not in offers:
-            raise RuntimeError(f"codec chooser returned {codec.id}, which was not offered")
+        codec = select_codec(params.audio_codec_offerings, self.application.choose_codec)
         call = Call(
             self.session,
             params,

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -37,6 +37,17 @@ from callbridge.rtvbp.websocket import connect
 logger = logging.getLogger(__name__)
 
 DIGITS = frozenset("0123456789*#ABCD")
+APPLICATION_EVENTS = (
+    "audio.speech.started",
+    "agent.tool.call",
+    "input.transcript",
+    "output.transcript.delta",
+    "output.transcript.done",
+)
+"""The events an application emits (babelforce.v1): what a voice peer receives."""
+
+EventHook = Callable[[str, Any], None]
+"""Receives (event name, decoded data) for every event from the application, in order."""
 
 
 class ProtocolViolationError(RtvbpError):
@@ -82,12 +93,17 @@ class VoiceCall:
         *,
         recorder: Recorder | None = None,
         playout_capacity_bytes: int = 1 << 20,
+        variables: dict[str, Any] | None = None,
+        event_hook: EventHook | None = None,
     ) -> None:
         self.session = session
         self.call = call
         self.recorder = recorder
-        self.variables: dict[str, Any] = {}
-        """IVR session variables the application reads and writes (session.get/set)."""
+        self.variables: dict[str, Any] = {} if variables is None else variables
+        """IVR session variables the application reads and writes (session.get/set); a dict
+        passed in is shared, not copied (a media session's variables)."""
+        self.event_hook = event_hook
+        """When set, events from the application go to it instead of `events()`."""
         self.codec: bf.AudioCodec | None = None
         self.end_reason: EndReason | None = None
         self.playout: PlayoutBuffer | None = None
@@ -119,8 +135,14 @@ class VoiceCall:
         connect_timeout_s: float = 10.0,
         audio_info_interval_s: float | None = 5.0,
         playout_capacity_bytes: int = 1 << 20,
+        variables: dict[str, Any] | None = None,
+        event_hook: EventHook | None = None,
     ) -> VoiceCall:
         """Connect, initialize (offering `codecs`), announce ``session.updated``; audio may flow.
+
+        `variables`: a dict to share as the session variables (default: a new one).
+        `event_hook`: called with (name, data) for each application event, instead of
+        queueing it for `events()` (for callers that do not iterate, e.g. the media engine).
 
         Raises `ConnectError` (unreachable, HTTP 401/400), `RemoteError` (the application refused
         initialize), `RequestTimeoutError`, or `ProtocolViolationError` (bad codec choice).
@@ -140,6 +162,8 @@ class VoiceCall:
             call or new_call_info(),
             recorder=recorder,
             playout_capacity_bytes=playout_capacity_bytes,
+            variables=variables,
+            event_hook=event_hook,
         )
         session.start()
         try:
@@ -281,12 +305,14 @@ class VoiceCall:
     async def close(self) -> None:
         """Close the session without the hang-up exchange (the application sees the socket end)."""
         self._set_end("closed", None)
-        await self.session.close()
-        current = asyncio.current_task()
-        tasks = [task for task in self._tasks if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.session.close()
+        finally:  # also when the close is cancelled (a caller's timeout): no task outlives it
+            current = asyncio.current_task()
+            tasks = [task for task in self._tasks if task is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_ended(self) -> EndReason:
         """Wait until the session is over and say why."""
@@ -314,14 +340,8 @@ class VoiceCall:
         session.handle("session.set", self._on_set)
         session.handle("recording.start", self._on_recording_start)
         session.handle("recording.stop", self._on_recording_stop)
-        for name in (
-            "audio.speech.started",
-            "agent.tool.call",
-            "input.transcript",
-            "output.transcript.delta",
-            "output.transcript.done",
-        ):
-            session.on_event(name, self._on_event)
+        for name in APPLICATION_EVENTS:
+            session.on_event(name, self._event_receiver(name))
 
     def _gate(self) -> None:
         if self.codec is None:
@@ -372,8 +392,15 @@ class VoiceCall:
             raise RemoteError(INTERNAL, f"recording {recording_id!r} is not active") from None
         return bf.RecordingStopResponse()
 
-    async def _on_event(self, data: Any) -> None:
-        self._events.put_nowait(data)
+    def _event_receiver(self, name: str) -> Callable[[Any], Awaitable[None]]:
+        async def receive(data: Any) -> None:
+            hook = self.event_hook
+            if hook is None:
+                self._events.put_nowait(data)
+            else:
+                hook(name, data)
+
+        return receive
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -394,6 +421,10 @@ class VoiceCall:
     async def _watch_close(self) -> None:
         await self.wait_ended()
         self._events.put_nowait(None)
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()  # the audio.info reporter: nothing to report any more
 
     async def _report_audio_info(self, interval_s: float) -> None:
         """Emit audio.info every `interval_s`: bytes played out (read) and sent (write)."""

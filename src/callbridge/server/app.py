@@ -1,10 +1,11 @@
 """The one aiohttp server: RTVBP ingress, control WebSocket and HTTP API on one port.
 
-Routes: the RTVBP ingress path (voice peers), `/health`, `/metrics`, `/sessions[/{id}]`, and the
-rtpbridge-compatible control WebSocket on every other path. `serve()` runs until SIGTERM/SIGINT.
-The first signal starts a graceful drain: new connections are refused, calls and media sessions
-in progress continue until they end or until `shutdown_max_wait_secs` (new media sessions get
-SHUTTING_DOWN); a second signal stops at once.
+Routes: the RTVBP ingress path of the SDK application (voice peers), the media ingress path
+(voice peers joining media sessions, `rtvbp_ingress`), `/health`, `/metrics`,
+`/sessions[/{id}]`, and the rtpbridge-compatible control WebSocket on every other path.
+`serve()` runs until SIGTERM/SIGINT. The first signal starts a graceful drain: new connections
+are refused, calls and media sessions in progress continue until they end or until
+`shutdown_max_wait_secs` (new media sessions get SHUTTING_DOWN); a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -20,35 +21,17 @@ from aiohttp import web
 
 from callbridge.engine.manager import SessionManager
 from callbridge.rtvbp.application import Application
-from callbridge.rtvbp.auth import (
-    Authenticator,
-    BabelforceCloudValidator,
-    OriginPolicy,
-    StaticTokenAuthenticator,
-)
+from callbridge.rtvbp.auth import OriginPolicy
 from callbridge.server.config import RtvbpSettings, Settings, parse_listen_address
-from callbridge.server.control import setup_control, shutdown_control
+from callbridge.server.control import control_server, setup_control, shutdown_control
 from callbridge.server.http_api import setup_http_api
+from callbridge.server.rtvbp_ingress import rtvbp_authenticator, setup_rtvbp_ingress
+
+__all__ = ["MANAGER", "build_app", "configure_application", "rtvbp_authenticator", "serve"]
 
 logger = logging.getLogger("callbridge.server")
 
 MANAGER = web.AppKey("manager", SessionManager)
-
-
-def rtvbp_authenticator(settings: RtvbpSettings) -> Authenticator | None:
-    """The authenticator the RTVBP settings ask for (None: no authentication)."""
-    if settings.auth == "jwt":
-        any_account = "*" in settings.allowed_accounts
-        return BabelforceCloudValidator(
-            settings.jwt_public_keys,
-            accounts=() if any_account else settings.allowed_accounts,
-            allow_any_account=any_account,
-        )
-    if settings.auth == "static":
-        return StaticTokenAuthenticator(
-            token.get_secret_value() for token in settings.static_tokens
-        )
-    return None
 
 
 def configure_application(application: Application, settings: RtvbpSettings) -> None:
@@ -63,8 +46,9 @@ def configure_application(application: Application, settings: RtvbpSettings) -> 
 
 
 def build_app(settings: Settings, application: Application) -> web.Application:
-    """The aiohttp application: `application` on the RTVBP path, the media session server
-    (control WebSocket and HTTP API) everywhere else. The media clock starts with the app."""
+    """The aiohttp application: `application` on the RTVBP path, voice peers joining media
+    sessions on the media path, the media session server (control WebSocket and HTTP API)
+    everywhere else. The media clock starts with the app."""
     configure_application(application, settings.rtvbp)
     manager = SessionManager(settings.engine_config())
     app = web.Application()
@@ -72,6 +56,7 @@ def build_app(settings: Settings, application: Application) -> web.Application:
     app.router.add_get(settings.rtvbp.path, application.websocket_handler)
     setup_http_api(app, manager, settings)
     setup_control(app, manager, settings)
+    setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
 
     async def start_engine(app: web.Application) -> None:
         await manager.start()
@@ -102,12 +87,16 @@ async def serve(
         for host, port in bound:
             shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "listening on http://%s:%d (RTVBP ingress ws://%s:%d%s)",
+                "listening on http://%s:%d (RTVBP application ws://%s:%d%s, media sessions"
+                " ws://%s:%d%s)",
                 shown,
                 port,
                 shown,
                 port,
                 settings.rtvbp.path,
+                shown,
+                port,
+                settings.rtvbp.media_path,
             )
         if on_ready is not None:
             on_ready(bound)

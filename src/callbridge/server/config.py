@@ -30,7 +30,18 @@ class RtvbpSettings(BaseModel):
     """RTVBP ingress: where voice peers (babelforce Cloud, `callbridge call`) connect."""
 
     path: str = "/rtvbp"
-    """HTTP path of the RTVBP WebSocket endpoint on the shared listener."""
+    """HTTP path of the RTVBP WebSocket endpoint on the shared listener (the SDK application)."""
+    media_path: str = "/rtvbp/media"
+    """HTTP path where voice peers join media sessions: ``{media_path}`` parks the call in a new
+    session for a controller to claim, ``{media_path}/{session_id}`` joins that session."""
+    park_timeout_secs: float = Field(30.0, gt=0)
+    """How long a parked call waits for a controller's `session.attach` before it is hung up."""
+    connect_timeout_secs: float = Field(10.0, gt=0)
+    """Dialling an RTVBP application from a media session (`endpoint.create_rtvbp`)."""
+    initialize_timeout_secs: float = Field(10.0, gt=0)
+    """How long a voice peer on the media path may take to send `session.initialize`."""
+    close_timeout_secs: float = Field(2.0, gt=0)
+    """How long hanging up a removed RTVBP leg may take before the socket is just closed."""
     auth: Literal["none", "jwt", "static"] = "none"
     """How voice peers authenticate: none (loopback default), babelforce JWT, or static tokens."""
     jwt_public_keys: list[Path] = Field(default_factory=list)
@@ -48,7 +59,7 @@ class RtvbpSettings(BaseModel):
     max_message_kb: int = 1024
     """Largest WebSocket message accepted from a voice peer."""
 
-    @field_validator("path")
+    @field_validator("path", "media_path")
     @classmethod
     def _path_is_absolute(cls, value: str) -> str:
         if not value.startswith("/"):
@@ -57,6 +68,8 @@ class RtvbpSettings(BaseModel):
 
     @model_validator(mode="after")
     def _auth_is_complete(self) -> RtvbpSettings:
+        if self.media_path.rstrip("/") == self.path.rstrip("/"):
+            raise ValueError("media_path must differ from path")
         if self.auth == "jwt" and not self.jwt_public_keys:
             raise ValueError("auth = 'jwt' needs at least one entry in jwt_public_keys")
         if self.auth == "jwt" and not self.allowed_accounts:
@@ -157,6 +170,11 @@ class Settings(BaseSettings):
             cache_dir=self.cache_dir,
             max_concurrent_downloads=self.max_concurrent_downloads,
             max_file_download_bytes=self.max_file_download_bytes,
+            rtvbp_connect_timeout_s=self.rtvbp.connect_timeout_secs,
+            rtvbp_request_timeout_s=self.rtvbp.request_timeout_secs,
+            rtvbp_close_timeout_s=self.rtvbp.close_timeout_secs,
+            rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
+            rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
         )
 
     @classmethod

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from callbridge.engine.errors import EngineError
 from callbridge.server import control_messages as wire
 from callbridge.server.config import Settings
+from callbridge.server.control_rtvbp import RTVBP_METHODS
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
     INTERNAL_ERROR,
@@ -102,6 +103,8 @@ class ControlServer:
         self.settings = settings
         self.metrics = ControlMetrics(manager.metrics.registry)
         self.connections: set[ControlConnection] = set()
+        self.call_subscribers: set[ControlConnection] = set()
+        """Connections that asked for `call.incoming` (calls.subscribe)."""
         self._numbers = itertools.count(1)
         self._shutdown_lock = asyncio.Lock()
         self._shut_down = False
@@ -130,6 +133,11 @@ class ControlServer:
             self.connections.discard(connection)
             self.metrics.connections.dec()
         return websocket
+
+    def announce_call(self, data: dict[str, Any]) -> None:
+        """A call was parked on the media ingress: tell every subscribed connection."""
+        for connection in list(self.call_subscribers):
+            connection.emit("call.incoming", data, True)
 
     async def shutdown(self) -> None:
         """Drain sessions (bounded by shutdown_max_wait_secs) while connections keep working,
@@ -234,6 +242,7 @@ class ControlConnection:
             pass
         finally:
             self._open = False
+            self.server.call_subscribers.discard(self)
             self._normal.clear()
             self._critical.clear()
             writer.cancel()
@@ -484,6 +493,7 @@ _METHODS: Final[Mapping[str, _Method]] = {
     "endpoint.file.pause": ControlConnection._file_pause,
     "endpoint.file.resume": ControlConnection._file_resume,
     "endpoint.dtmf.inject": ControlConnection._dtmf_inject,
+    **RTVBP_METHODS,
 }
 
 _CONTROL = web.AppKey("callbridge_control", ControlServer)

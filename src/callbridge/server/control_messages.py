@@ -230,6 +230,56 @@ class DtmfInjectParams(msgspec.Struct):
             raise ValueError("volume must be at most 63")
 
 
+class RtvbpCallParams(msgspec.Struct):
+    """The call identity sent to an RTVBP application; every field may be left out."""
+
+    id: str | None = None
+    session_id: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+
+
+class CreateRtvbpParams(msgspec.Struct):
+    """`endpoint.create_rtvbp`: dial an RTVBP application as the voice peer."""
+
+    url: str
+    direction: Direction = "sendrecv"
+    bearer_token: str | None = None
+    headers: dict[str, str] | None = None
+    call: RtvbpCallParams | None = None
+    application_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    codecs: list[str | int] | None = None
+    """Offers in order: "L16/16000/1", "L16/16000" or a rate (16000); default by session."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("ws://", "wss://")):
+            raise ValueError("url must be a ws:// or wss:// URL")
+
+
+class RtvbpRequestParams(msgspec.Struct):
+    """`endpoint.rtvbp.request`: `params` stays raw JSON for the catalog's own decoder."""
+
+    endpoint_id: UUID
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class RtvbpNotifyParams(msgspec.Struct):
+    endpoint_id: UUID
+    event: str
+    data: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class VariablesGetParams(msgspec.Struct):
+    keys: list[str] | None = None
+    """Absent or empty: every variable."""
+
+
+class VariablesSetParams(msgspec.Struct):
+    data: dict[str, Any]
+
+
 # --- results --------------------------------------------------------------------------------
 
 
@@ -272,6 +322,16 @@ class ToneCreated(msgspec.Struct):
     tone: str
 
 
+class RtvbpResult(msgspec.Struct):
+    """The peer's result of `endpoint.rtvbp.request`, as it was on the RTVBP wire."""
+
+    result: Any
+
+
+class Variables(msgspec.Struct):
+    variables: dict[str, Any]
+
+
 __all__ = [
     "EMPTY",
     "MAX_REQUEST_ID_BYTES",
@@ -281,6 +341,7 @@ __all__ = [
     "BridgeParams",
     "CreateFromOfferParams",
     "CreateOfferParams",
+    "CreateRtvbpParams",
     "CreateToneParams",
     "CreateWithFileParams",
     "DtmfInjectParams",
@@ -294,9 +355,16 @@ __all__ = [
     "ParamsT",
     "Request",
     "Response",
+    "RtvbpCallParams",
+    "RtvbpNotifyParams",
+    "RtvbpRequestParams",
+    "RtvbpResult",
     "SessionCreated",
     "SessionList",
     "ToneCreated",
+    "Variables",
+    "VariablesGetParams",
+    "VariablesSetParams",
     "decode_params",
     "encode_event",
     "encode_message",

@@ -1,12 +1,23 @@
 """Control-protocol errors: the rtpbridge error codes and the one exception that carries them.
 
 Handlers raise `ControlError(code, message)`; the connection loop turns it into the wire shape
-`{"id", "error": {"code", "message"}}` and nothing else does. Engine errors keep their code.
+`{"id", "error": {"code", "message"}}` and nothing else does. Engine errors keep their code (the
+shared codes are the engine's constants).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from callbridge.engine.errors import (
+    ENDPOINT_ERROR,
+    INVALID_PARAMS,
+    MAX_SESSIONS_REACHED,
+    SESSION_GONE,
+    SESSION_NOT_FOUND,
+    SESSION_NOT_ORPHANED,
+    SHUTTING_DOWN,
+)
 
 __all__ = [
     "ENDPOINT_ERROR",
@@ -33,18 +44,11 @@ __all__ = [
 
 PARSE_ERROR: Final = "PARSE_ERROR"
 INVALID_REQUEST: Final = "INVALID_REQUEST"
-INVALID_PARAMS: Final = "INVALID_PARAMS"
 UNKNOWN_METHOD: Final = "UNKNOWN_METHOD"
 NO_SESSION: Final = "NO_SESSION"
 SESSION_ALREADY_BOUND: Final = "SESSION_ALREADY_BOUND"
-SESSION_NOT_FOUND: Final = "SESSION_NOT_FOUND"
-SESSION_NOT_ORPHANED: Final = "SESSION_NOT_ORPHANED"
 SESSION_BUSY: Final = "SESSION_BUSY"
-SESSION_GONE: Final = "SESSION_GONE"
 SESSION_UNRESPONSIVE: Final = "SESSION_UNRESPONSIVE"
-SHUTTING_DOWN: Final = "SHUTTING_DOWN"
-MAX_SESSIONS_REACHED: Final = "MAX_SESSIONS_REACHED"
-ENDPOINT_ERROR: Final = "ENDPOINT_ERROR"
 TRANSFER_FAILED: Final = "TRANSFER_FAILED"
 RECORDING_ERROR: Final = "RECORDING_ERROR"
 VAD_ERROR: Final = "VAD_ERROR"
