@@ -210,3 +210,12 @@ def test_two_phones_example_runs() -> None:
     assert "alice hears [880, 1000] Hz, bob hears [440, 1000] Hz" in result.stdout
     assert "alice hears [660, 880, 1000] Hz, carol hears [440, 880, 1000] Hz" in result.stdout
     assert "endpoints: ['bridge', 'rtp', 'rtp', 'tone']" in result.stdout
+
+
+def test_settings_reach_the_engine() -> None:
+    from callbridge.server.config import ConfigError, load_settings
+
+    engine = load_settings(opus_complexity=0, media_timeout_secs=7).engine_config()
+    assert (engine.opus_complexity, engine.media_timeout_s) == (0, 7)
+    with pytest.raises(ConfigError, match="opus_complexity"):
+        load_settings(opus_complexity=11)
