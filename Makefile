@@ -38,8 +38,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Capacity side by side with rtpengine (installs Debian's rtpengine-daemon if missing), then
+# RTVBP calls per worker. Figures only; see docs/performance.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/rtvbp_echo.py $(ARGS)
+	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
+	$(BIN)/python benchmarks/rtvbp_echo.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
