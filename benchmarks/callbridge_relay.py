@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from rtp_load import offer_sdp
+from rtpengine_ng import pinned
 
 SERVER_ENVIRONMENT = {
     "CALLBRIDGE_LOG_LEVEL": "warning",
@@ -76,7 +77,7 @@ def start_server(
         command,
         env=environment,
         stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        preexec_fn=pinned(cpus),
     )
     try:
         _wait_for_port(port, process)
@@ -146,10 +147,17 @@ class CallbridgeRelay:
 
     name = "callbridge"
 
-    def __init__(self, cpus: set[int], port_range: tuple[int, int], echo_cpu: int) -> None:
+    def __init__(
+        self,
+        cpus: set[int],
+        port_range: tuple[int, int],
+        echo_cpu: int,
+        opus_complexity: int | None = None,
+    ) -> None:
         self.cpus = cpus
         self.port_range = port_range
         self.echo_cpu = echo_cpu
+        self.opus_complexity = opus_complexity
         self.port = _free_tcp_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.echo: subprocess.Popen[bytes] | None = None
@@ -168,22 +176,23 @@ class CallbridgeRelay:
         return [] if self.echo is None else [self.echo.pid]
 
     async def start(self, scenario: Any) -> None:
+        """Start the server(s) from this (the main) thread: see `rtpengine_ng.pinned`."""
         ports = json.dumps(list(self.port_range))
-        loop = asyncio.get_running_loop()
-        self.process = await loop.run_in_executor(
-            None,
-            start_server,
+        self.process = start_server(
             self.port,
             self.cpus,
             None,
-            {"CALLBRIDGE_RTP_PORT_RANGE": ports},
+            {"CALLBRIDGE_RTP_PORT_RANGE": ports}
+            | (
+                {}
+                if self.opus_complexity is None
+                else {"CALLBRIDGE_OPUS_COMPLEXITY": str(self.opus_complexity)}
+            ),
         )
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         if scenario.name == "rtvbp":
             echo_port = _free_tcp_port()
-            self.echo = await loop.run_in_executor(
-                None,
-                start_server,
+            self.echo = start_server(
                 echo_port,
                 {self.echo_cpu},
                 "callbridge.apps.echo:app",
@@ -254,7 +263,6 @@ class CallbridgeRelay:
         finally:
             self.connections = []
             self.http = None
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, stop_process, self.process)
-            await loop.run_in_executor(None, stop_process, self.echo)
+            stop_process(self.process)
+            stop_process(self.echo)
             self.process = self.echo = None

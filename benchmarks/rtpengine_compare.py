@@ -72,6 +72,8 @@ from compare_report import (
 from rtp_load import generator_entry, offer_sdp
 from rtpengine_ng import NgClient, Rtpengine, ensure_installed, version
 
+RTPENGINE_OPUS_COMPLEXITY = 10
+"""rtpengine 10.5 encodes Opus through ffmpeg's libopus wrapper at its default complexity."""
 CALLBRIDGE_PORTS = (16000, 23999)
 RTPENGINE_PORTS = (24000, 32000)
 """Both below Linux's ephemeral range (32768+), where the generator's sockets live."""
@@ -312,7 +314,9 @@ async def measure_step(
     if system == "rtpengine":
         relay = RtpengineRelay(relay_cpus, options.rtpengine_threads)
     else:
-        relay = CallbridgeRelay(relay_cpus, CALLBRIDGE_PORTS, echo_cpu=options.generator_cpu)
+        relay = CallbridgeRelay(
+            relay_cpus, CALLBRIDGE_PORTS, options.generator_cpu, options.opus_complexity
+        )
     context = multiprocessing.get_context("spawn")
     conn, child_conn = context.Pipe()
     generator = context.Process(
@@ -447,6 +451,11 @@ async def search(
 
 
 async def compare(options: argparse.Namespace) -> list[dict[str, Any]]:
+    # SIGTERM ends the run like Ctrl-C does: the current step's finally blocks stop every
+    # process it started.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     results: list[dict[str, Any]] = []
     for name in options.scenarios.split(","):
         scenario = SCENARIOS[name]
@@ -535,6 +544,14 @@ def parse_arguments() -> argparse.Namespace:
         "--systems", default="rtpengine,callbridge", help="relays to run (comma list)"
     )
     parser.add_argument(
+        "--opus-complexity",
+        type=int,
+        default=RTPENGINE_OPUS_COMPLEXITY,
+        help="callbridge's Opus encoder complexity (CALLBRIDGE_OPUS_COMPLEXITY); default the"
+        " complexity rtpengine 10.5 encodes with, so both relays do the same encoder work"
+        " (callbridge's own default is 5)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=60.0,
@@ -573,14 +590,19 @@ def main() -> None:
     print(
         f"relay pinned to CPU {','.join(map(str, options.relay_cpus))}, load generator to CPU"
         f" {options.generator_cpu}; rtpengine userspace (table = -1),"
-        f" num-threads = {options.rtpengine_threads}; callbridge one worker (uvloop)"
+        f" num-threads = {options.rtpengine_threads}; callbridge one worker (uvloop),"
+        f" Opus complexity {options.opus_complexity}"
     )
     print(
         f"each figure: median of {options.runs} runs of {options.duration:g} s on the same"
         " sessions (min-max in brackets); capacity searched over at most"
         f" {options.max_steps} sizes per relay"
     )
-    results = asyncio.run(compare(options))
+    try:
+        results = asyncio.run(compare(options))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: the processes of the current step were stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"\n=== results ({time.monotonic() - started:.0f} s) ===")
     for line in table(results, options):
         print(line)
@@ -588,7 +610,7 @@ def main() -> None:
     for line in verdicts(results, options):
         print(line)
     if any(result["scenario"].name == "transcode" for result in results):
-        print(opus_note(results, NOISE_RMS))
+        print(opus_note(results, NOISE_RMS, options.opus_complexity))
     if options.json:
         options.json.write_text(json.dumps(as_json(results, options), indent=1, default=str))
         print(f"figures of every step: {options.json}")

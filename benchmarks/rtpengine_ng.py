@@ -14,6 +14,7 @@ codec below is ours and small (dicts, lists, byte strings, integers).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import os
 import shutil
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ __all__ = [
     "bdecode",
     "bencode",
     "ensure_installed",
+    "pinned",
 ]
 
+_PR_SET_PDEATHSIG = 1
 BINARY = "rtpengine"
 PACKAGE = "rtpengine-daemon"
 
@@ -187,6 +190,21 @@ class NgClient:
 # ------------------------------------------------------------------------------ the daemon
 
 
+def pinned(cpus: set[int]) -> Callable[[], None]:
+    """A `preexec_fn`: pin the child to `cpus`, and have the kernel send it SIGTERM if the
+    thread that started it dies (PR_SET_PDEATHSIG), so that a killed harness leaves no relay
+    behind. Start children from the thread that lives as long as they should (the main one)."""
+
+    def setup() -> None:
+        os.sched_setaffinity(0, cpus)
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass  # not Linux: the finally blocks still stop every child
+
+    return setup
+
+
 def ensure_installed() -> str:
     """Path of the rtpengine binary; installs Debian's package when it is missing."""
     found = shutil.which(BINARY)
@@ -265,13 +283,12 @@ class Rtpengine:
         config = Path(self._directory.name) / "rtpengine.conf"
         config.write_text(self.config_text())
         log = open(Path(self._directory.name) / "rtpengine.log", "wb")
-        cpus = self.cpus
         self.process = subprocess.Popen(
             [binary, f"--config-file={config}", "--config-section=rtpengine"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            preexec_fn=pinned(self.cpus),
         )
         log.close()
         deadline = time.monotonic() + 10
