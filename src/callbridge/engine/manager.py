@@ -66,7 +66,6 @@ class SessionManager:
             ports=self.ports,
             metrics=self.metrics,
             downloads=self.downloads,
-            find_session=self.get,
             session_destroyed=self._session_destroyed,
         )
         self._sessions: dict[str, MediaSession] = {}
@@ -201,10 +200,10 @@ class SessionManager:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def _session_destroyed(self, session: MediaSession) -> None:
-        if self._sessions.pop(session.id, None) is None:
+    def _session_destroyed(self, session_id: str) -> None:
+        if self._sessions.pop(session_id, None) is None:
             return
-        timer = self._orphan_timers.pop(session.id, None)
+        timer = self._orphan_timers.pop(session_id, None)
         if timer is not None:
             timer.cancel()
         self.metrics.sessions_active -= 1
@@ -215,10 +214,9 @@ class SessionManager:
         malformed = unexpected = 0
         for session in self._sessions.values():
             for endpoint in session.endpoints.values():
-                transport = getattr(endpoint, "transport", None)
-                if transport is not None:
-                    malformed += transport.malformed_packets + transport.malformed_rtcp_packets
-                    unexpected += transport.unexpected_source_packets
+                endpoint_malformed, endpoint_unexpected = endpoint.packet_counters()
+                malformed += endpoint_malformed
+                unexpected += endpoint_unexpected
         return malformed, unexpected
 
     def _housekeeping(self, now: float) -> None:

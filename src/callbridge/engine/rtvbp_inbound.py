@@ -18,8 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from callbridge.engine.endpoint import EndpointHost
 from callbridge.engine.errors import EngineError
+from callbridge.engine.rtvbp_control import preferred_rate
 from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint, call_json
+from callbridge.engine.session import MediaSession
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.application import first_l16, prefer_sample_rate, select_codec
 from callbridge.rtvbp.audio import l16_frame_bytes
@@ -30,7 +33,6 @@ from callbridge.rtvbp.transport_base import CLOSE_GOING_AWAY, Transport
 
 if TYPE_CHECKING:
     from callbridge.engine.manager import SessionManager
-    from callbridge.engine.session import MediaSession
 
 __all__ = ["CallListener", "InboundRtvbpEndpoint", "IncomingCall"]
 
@@ -54,7 +56,7 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
 
     def __init__(
         self,
-        session: MediaSession,
+        host: EndpointHost,
         direction: str,
         *,
         rtvbp: RtvbpSession,
@@ -62,7 +64,7 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
         remote: str | None,
     ) -> None:
         super().__init__(
-            session,
+            host,
             direction,
             "connected",
             call=request.call,
@@ -84,7 +86,7 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
     def incoming_call(self) -> dict[str, Any]:
         """The `call.incoming` event data."""
         return {
-            "session_id": self.session.id,
+            "session_id": self.host.id,
             "endpoint_id": self.id,
             "call": call_json(self.call_info),
             "application_id": self.application_id,
@@ -146,6 +148,8 @@ class IncomingCall:
         self.remote = remote
         self.on_parked = on_parked
         self.endpoint: InboundRtvbpEndpoint | None = None
+        self.target: MediaSession | None = None
+        """The media session the call joined."""
         self._initializing = False
         config = manager.config
         self.rtvbp = RtvbpSession(
@@ -180,8 +184,8 @@ class IncomingCall:
             return
         lost = ("failed", f"connection lost ({code})" if code else "connection lost")
         endpoint.finish(*(endpoint.end or (("closed", None) if orderly else lost)))
-        session = endpoint.session
-        if session.parked and session.alive:
+        session = self.target
+        if session is not None and session.parked and session.alive:
             session.teardown("call ended")  # nobody claimed it: the session was only this call
 
     def _initialize_overdue(self) -> None:
@@ -200,29 +204,30 @@ class IncomingCall:
             target = self.manager.get(self.session_id)
             if target is None or not target.alive:
                 raise RemoteError(INTERNAL, f"media session {self.session_id} no longer exists")
-        rate = None if target is None else target.rtvbp.preferred_rate()
+        rate = None if target is None else preferred_rate(target)
         chooser = first_l16 if rate is None else prefer_sample_rate(rate)
         codec = select_codec(params.audio_codec_offerings, chooser)
         parked = target is None
         try:
             if target is None:
                 target = self.manager.park_session()
-            target.reserve_slot()
+            with target.slot() as slot:
+                self._initializing = True
+                try:
+                    endpoint = await self._answer(request, params, codec, target)
+                finally:
+                    self._initializing = False
+                slot.add(endpoint)
         except EngineError as error:
             if parked and target is not None:
                 target.teardown("call refused")
             raise RemoteError(INTERNAL, error.message) from None
-        self._initializing = True
-        try:
-            endpoint = await self._answer(request, params, codec, target)
         except BaseException:
-            target.unreserve()
-            if parked:
+            if parked and target is not None:
                 target.teardown("call ended")
             raise
-        finally:
-            self._initializing = False
         self.endpoint = endpoint
+        self.target = target
         logger.info(
             "call %s from %s joined session %s as endpoint %s (%s)",
             params.call.id,
@@ -245,8 +250,7 @@ class IncomingCall:
         codec: bf.AudioCodec,
         target: MediaSession,
     ) -> InboundRtvbpEndpoint:
-        """Open audio, answer, and only then put the leg into the session (its slot is
-        reserved; on failure the caller releases it)."""
+        """Open audio and answer; the caller puts the leg into the session (its slot is held)."""
         rtvbp = self.rtvbp
         endpoint = InboundRtvbpEndpoint(
             target, "sendrecv", rtvbp=rtvbp, request=params, remote=self.remote
@@ -266,7 +270,6 @@ class IncomingCall:
             )
             raise RtvbpError(f"media session {target.id} ended during session.initialize")
         endpoint.start_media(codec, rtvbp.send_audio)
-        target.add(endpoint)
         return endpoint
 
     async def _terminate(self, request: IncomingRequest) -> bf.SessionTerminateResponse:

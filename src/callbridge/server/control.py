@@ -19,7 +19,11 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from callbridge.engine.bridge_endpoint import bridge
 from callbridge.engine.errors import EngineError
+from callbridge.engine.file_endpoint import create_with_file
+from callbridge.engine.offers import create_from_offer, create_offer
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.server import control_messages as wire
 from callbridge.server.config import Settings
 from callbridge.server.control_rtvbp import RTVBP_METHODS
@@ -398,23 +402,23 @@ class ControlConnection:
         target_id = str(params.target_session_id)
         if target_id == session.id:
             raise ControlError(INVALID_PARAMS, "cannot bridge a session to itself")
-        endpoint_id, target_endpoint_id = await self._live(session).bridge(
-            target_id, params.direction
+        endpoint_id, target_endpoint_id = await bridge(
+            self._live(session), target_id, params.direction, self.manager.get
         )
         return wire.BridgeCreated(endpoint_id, target_endpoint_id)
 
     async def _create_from_offer(self, raw: msgspec.Raw) -> object:
         session, params = self._command(raw, wire.CreateFromOfferParams)
         self._check_sdp(params.sdp)
-        endpoint_id, answer = await self._live(session).create_from_offer(
-            params.sdp, params.direction
+        endpoint_id, answer = await create_from_offer(
+            self._live(session), params.sdp, params.direction
         )
         return wire.OfferAnswered(endpoint_id, answer)
 
     async def _create_offer(self, raw: msgspec.Raw) -> object:
         session, params = self._command(raw, wire.CreateOfferParams)
-        endpoint_id, offer = await self._live(session).create_offer(
-            params.kind, params.direction, params.codecs, params.srtp
+        endpoint_id, offer = await create_offer(
+            self._live(session), params.kind, params.direction, params.codecs, params.srtp
         )
         return wire.OfferCreated(endpoint_id, offer)
 
@@ -427,7 +431,8 @@ class ControlConnection:
     async def _create_with_file(self, raw: msgspec.Raw) -> object:
         session, params = self._command(raw, wire.CreateWithFileParams)
         loop_count = 0 if isinstance(params.loop_count, msgspec.UnsetType) else params.loop_count
-        endpoint_id = await self._live(session).create_with_file(
+        endpoint_id = await create_with_file(
+            self._live(session),
             params.source,
             start_ms=params.start_ms,
             loop_count=loop_count,
@@ -441,8 +446,8 @@ class ControlConnection:
 
     async def _create_tone(self, raw: msgspec.Raw) -> object:
         session, params = self._command(raw, wire.CreateToneParams)
-        endpoint_id = await self._live(session).create_tone(
-            params.tone, params.frequency, params.duration_ms
+        endpoint_id = await create_tone(
+            self._live(session), params.tone, params.frequency, params.duration_ms
         )
         return wire.ToneCreated(endpoint_id, params.tone)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
+from callbridge.engine.rtvbp_control import create_rtvbp, rtvbp_notify, rtvbp_request
 from callbridge.server import control_messages as wire
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ async def _create_rtvbp(connection: ControlConnection, raw: msgspec.Raw) -> obje
             "from": params.call.from_,
             "to": params.call.to,
         }
-    endpoint_id = await connection._live(session).rtvbp.create(
+    endpoint_id = await create_rtvbp(
+        connection._live(session),
         params.url,
         direction=params.direction,
         bearer_token=params.bearer_token,
@@ -54,28 +56,28 @@ async def _create_rtvbp(connection: ControlConnection, raw: msgspec.Raw) -> obje
 
 async def _rtvbp_request(connection: ControlConnection, raw: msgspec.Raw) -> object:
     session, params = connection._command(raw, wire.RtvbpRequestParams)
-    result = await connection._live(session).rtvbp.request(
-        str(params.endpoint_id), params.method, bytes(params.params)
+    result = await rtvbp_request(
+        connection._live(session), str(params.endpoint_id), params.method, bytes(params.params)
     )
     return wire.RtvbpResult(result)
 
 
 async def _rtvbp_notify(connection: ControlConnection, raw: msgspec.Raw) -> object:
     session, params = connection._command(raw, wire.RtvbpNotifyParams)
-    await connection._live(session).rtvbp.notify(
-        str(params.endpoint_id), params.event, bytes(params.data)
+    await rtvbp_notify(
+        connection._live(session), str(params.endpoint_id), params.event, bytes(params.data)
     )
     return wire.EMPTY
 
 
 async def _variables_get(connection: ControlConnection, raw: msgspec.Raw) -> object:
     session, params = connection._command(raw, wire.VariablesGetParams)
-    return wire.Variables(connection._live(session).rtvbp.get_variables(params.keys))
+    return wire.Variables(connection._live(session).get_variables(params.keys))
 
 
 async def _variables_set(connection: ControlConnection, raw: msgspec.Raw) -> object:
     session, params = connection._command(raw, wire.VariablesSetParams)
-    connection._live(session).rtvbp.set_variables(params.data)
+    connection._live(session).set_variables(params.data)
     return wire.EMPTY
 
 
