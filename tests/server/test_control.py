@@ -19,8 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.server.control import NOT_IMPLEMENTED, shutdown_control
+from callbridge.server.control import shutdown_control
 from callbridge.server.control_messages import ErrorResponse, Request, parse_request
+from callbridge.server.control_methods import NOT_IMPLEMENTED
 
 if TYPE_CHECKING:
     from tests.server.conftest import ControlClient, ServerHandle, StartServer
