@@ -4,7 +4,7 @@ It owns the worker's one media clock, the RTP port allocator, the URL cache and 
 and keeps the session table. Everything runs on one event loop, so plain counters are exact
 under concurrency (`max_sessions` admits exactly N of any number of concurrent creates).
 
-Orphaning (rtpbridge §2): when a control connection drops, its session keeps its media and
+Orphaning (as in rtpbridge): when a control connection drops, its session keeps its media and
 waits `disconnect_timeout_s` for `attach`; the timer callback re-checks a generation counter,
 so a timer from an earlier orphan episode never destroys a re-attached session.
 

@@ -212,7 +212,7 @@ class DtmfDetector:
 def dtmf_packets(
     digit: str, duration_ms: int, volume: int, clock_rate: int, ptime_ms: int = 20
 ) -> list[DtmfPacket]:
-    """The packet train that injects one digit (RFC 4733 §2.5.1, rtpbridge §3.11).
+    """The packet train that injects one digit (RFC 4733 §2.5.1).
 
     ceil(duration/ptime) packets on one RTP timestamp, marker on the first, the duration field
     growing by one ptime each, the last one with the E bit and sent END_REPEATS times in all.
