@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from callbridge.media.playout import PlayoutBuffer
+from callbridge.media.telephone_event import DIGITS
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.audio import OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.catalog import Role
@@ -36,14 +37,7 @@ from callbridge.rtvbp.websocket import connect
 
 logger = logging.getLogger(__name__)
 
-DIGITS = frozenset("0123456789*#ABCD")
-APPLICATION_EVENTS = (
-    "audio.speech.started",
-    "agent.tool.call",
-    "input.transcript",
-    "output.transcript.delta",
-    "output.transcript.done",
-)
+APPLICATION_EVENTS = bf.CATALOG.events_emitted_by(Role.APPLICATION)
 """The events an application emits (babelforce.v1): what a voice peer receives."""
 
 EventHook = Callable[[str, Any], None]
