@@ -211,11 +211,6 @@ class RtvbpProtocol:
         """Done with `request_id` (answered, timed out or abandoned): a response is ignored."""
         self._pending.pop(request_id, None)
 
-    @property
-    def pending_requests(self) -> frozenset[str]:
-        """Ids of outgoing requests still waiting for their response."""
-        return frozenset(key for key, pending in self._pending.items() if not pending.answered)
-
     def send_event(self, name: str, data: Any = None) -> bytes:
         """The text frame of event `name` with `data` (the catalog's Struct; None sends `{}`)."""
         self._event(name)

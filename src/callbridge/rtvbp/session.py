@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from callbridge.rtvbp.audio_channel import AudioSink, SessionStats
 from callbridge.rtvbp.catalog import Catalog, Role
@@ -68,9 +68,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-HandlerT = TypeVar("HandlerT", bound=RequestHandler)
-EventHandlerT = TypeVar("EventHandlerT", bound=EventHandler)
 
 
 class RtvbpSession:
@@ -168,27 +165,9 @@ class RtvbpSession:
         """Answer requests for `method` with `handler` (replaces a previous one)."""
         self.protocol.handle(method, handler)
 
-    def handler(self, method: str) -> Callable[[HandlerT], HandlerT]:
-        """Decorator form of `handle`."""
-
-        def register(handler: HandlerT) -> HandlerT:
-            self.handle(method, handler)
-            return handler
-
-        return register
-
     def on_event(self, name: str, handler: EventHandler) -> None:
         """Deliver events `name` to `handler` (replaces a previous one); others are ignored."""
         self.protocol.on_event(name, handler)
-
-    def event_handler(self, name: str) -> Callable[[EventHandlerT], EventHandlerT]:
-        """Decorator form of `on_event`."""
-
-        def register(handler: EventHandlerT) -> EventHandlerT:
-            self.on_event(name, handler)
-            return handler
-
-        return register
 
     # -- outgoing control ------------------------------------------------------------------
 
