@@ -9,6 +9,7 @@ session ended, and when audio may flow and in which frame size.
 
 It never waits, never reads a clock and owns no socket: the caller passes the receive time of
 each frame and sends the bytes it gets back. `session.RtvbpSession` runs it on asyncio.
+What it hands back are NamedTuples: several are built per control message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from callbridge.rtvbp.audio_channel import InboundAudio, SessionStats
 from callbridge.rtvbp.catalog import Catalog, OperationSpec, Role, decode_payload
@@ -83,32 +84,28 @@ class CloseInfo:
         return self.code in ORDERLY_CLOSE_CODES
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingRequest:
+class OutgoingRequest(NamedTuple):
     """A request to send: its id (the key of its answer) and its text frame."""
 
     request_id: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(NamedTuple):
     """The answer to outgoing request `request_id` arrived (its result hook already ran)."""
 
     request_id: str
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
     """A request or event waiting for dispatch; `received_at_ms` is ping's t1 for a request."""
 
     frame: Request | Event
     received_at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class RequestDispatch:
+class RequestDispatch(NamedTuple):
     """How to answer one inbound request.
 
     With `error`, answer it at once with that error. Otherwise call `handler` with `params`
@@ -125,8 +122,7 @@ class RequestDispatch:
     error: RemoteError | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class EventDispatch:
+class EventDispatch(NamedTuple):
     """Call `handler` with `data` (the event's payload decoded by the catalog)."""
 
     name: str
