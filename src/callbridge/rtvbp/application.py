@@ -95,7 +95,11 @@ class Call:
         return self.hangup_reason
 
     def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run `coroutine` alongside the handler; it is cancelled when the call ends."""
+        """Run `coroutine` alongside the handler; it is cancelled when the call ends.
+
+        A failure is logged once (at info; SessionClosedError, normal when the caller hangs up
+        meanwhile, at debug) and stays readable from the returned task.
+        """
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._spawned_task_done)

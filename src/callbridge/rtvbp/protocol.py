@@ -131,7 +131,8 @@ class EventDispatch(NamedTuple):
 
 
 class _PendingRequest:
-    """An outgoing request until `forget`: answered once its response arrived."""
+    """An outgoing request until `forget`: answered once its response arrived or the session
+    closed (later responses are ignored)."""
 
     __slots__ = ("answered", "on_result", "spec")
 
