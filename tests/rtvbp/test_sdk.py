@@ -59,6 +59,21 @@ async def test_echo_round_trip_is_byte_exact(task_baseline: Callable[[], Awaitab
     await task_baseline()
 
 
+async def test_playout_frames_plays_buffered_audio_then_silence() -> None:
+    async with serve_application(Application(echo)) as url:
+        voice = await VoiceCall.dial(url)
+        sent = numbered_frame(9, 320)
+        await voice.send_audio(sent)
+        await wait_until(lambda: voice.playout is not None and len(voice.playout) > 0)
+        played: list[bytes] = []
+        async for frame in voice.playout_frames():
+            played.append(frame)
+            if len(played) == 2:
+                break
+        assert played == [sent, bytes(320)]
+        await voice.hangup()
+
+
 async def test_first_audio_after_initialize_is_not_lost() -> None:
     """Audio the application sends right after answering initialize reaches the voice peer."""
 

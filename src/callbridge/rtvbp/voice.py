@@ -9,8 +9,8 @@ async with await VoiceCall.dial("ws://127.0.0.1:9100/rtvbp") as call:
 ```
 
 The application's audio usually arrives faster than real time; it waits in a playout buffer
-that whoever plays it reads at real time (`read_frame()` once per 20 ms from a clock), and that
-``audio.buffer.clear`` really clears, answering with the bytes discarded. Every voice-role
+that whoever plays it reads at real time (`read_frame()` from a clock, or `playout_frames()`),
+and that ``audio.buffer.clear`` really clears, answering with the bytes discarded. Every voice-role
 operation is answered: hang-up and move end the call (and say why in `end_reason`), session
 variables live in `variables`, recording goes to a pluggable `Recorder` (none: an honest error).
 """
@@ -254,6 +254,20 @@ class VoiceCall:
         if frame is not None:
             self._read_bytes += len(frame)
         return frame
+
+    async def playout_frames(self) -> AsyncIterator[bytes]:
+        """Play the application's audio at real time: one frame (or silence) every 20 ms."""
+        silence = bytes(self.frame_bytes)
+        next_at = time.monotonic()
+        while not self.session.closed:
+            frame = self.read_frame()
+            yield silence if frame is None else frame
+            next_at += 0.020
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:
+                next_at = time.monotonic()
 
     # -- call control -----------------------------------------------------------------------------
 
