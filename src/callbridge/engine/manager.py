@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
@@ -32,7 +33,7 @@ from callbridge.engine.errors import (
 )
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
-from callbridge.engine.rtvbp_inbound import CallListener, IncomingCall
+from callbridge.engine.rtvbp_incoming import CallListener, IncomingCall
 from callbridge.engine.session import EventSink, MediaSession
 from callbridge.rtvbp.transport_base import Transport
 
@@ -156,6 +157,10 @@ class SessionManager:
             self, transport, session_id=session_id, remote=remote, on_parked=on_parked
         )
         await call.run()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coroutine` as tracked background work (what an `IncomingCall` may spawn)."""
+        return self.context.spawn(coroutine, name)
 
     def _orphan(self, session: MediaSession, timeout_s: float, reason: str) -> None:
         if not session.alive:

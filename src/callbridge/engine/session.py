@@ -58,20 +58,27 @@ def _rfc3339(moment: datetime) -> str:
 
 
 class EndpointSlot:
-    """One reserved endpoint place in a session, from `MediaSession.slot`."""
+    """One reserved endpoint place in a session (`MediaSession.reserve` or `slot`): filled
+    by `add`, or given back by `release`."""
 
-    __slots__ = ("_session", "filled")
+    __slots__ = ("_done", "_session")
 
     def __init__(self, session: MediaSession) -> None:
         self._session = session
-        self.filled = False
+        self._done = False
 
     def add(self, endpoint: Endpoint) -> None:
         """Put the created endpoint into the session (once) and re-route."""
-        if self.filled:
-            raise RuntimeError("endpoint slot already filled")
-        self.filled = True
+        if self._done:
+            raise RuntimeError("endpoint slot already used")
+        self._done = True
         self._session._insert(endpoint)
+
+    def release(self) -> None:
+        """Give the place back unless an endpoint took it; idempotent."""
+        if not self._done:
+            self._done = True
+            self._session._reserved -= 1
 
 
 class MediaSession:
@@ -174,24 +181,24 @@ class MediaSession:
         if not self.alive:
             raise EngineError(SESSION_GONE, "Session has been destroyed")
 
-    @contextmanager
-    def slot(self) -> Iterator[EndpointSlot]:
-        """Hold one endpoint place while an endpoint is created; `slot.add` inserts it.
-
-        ENDPOINT_ERROR `MAX_ENDPOINTS_REACHED` when the session is full; the place is freed
-        when the block ends without `add` (a failed creation).
-        """
+    def reserve(self) -> EndpointSlot:
+        """One endpoint place for an endpoint being created; ENDPOINT_ERROR
+        `MAX_ENDPOINTS_REACHED` when the session is full (reserved places count)."""
         self.check_alive()
         limit = self.context.config.max_endpoints_per_session
         if limit and len(self.endpoints) + self._reserved >= limit:
             raise endpoint_error(MAX_ENDPOINTS_MESSAGE)
         self._reserved += 1
-        place = EndpointSlot(self)
+        return EndpointSlot(self)
+
+    @contextmanager
+    def slot(self) -> Iterator[EndpointSlot]:
+        """`reserve` for the block: the place is given back if the block ends without `add`."""
+        place = self.reserve()
         try:
             yield place
         finally:
-            if not place.filled:
-                self._reserved -= 1
+            place.release()
 
     def _insert(self, endpoint: Endpoint) -> None:
         self._reserved -= 1
