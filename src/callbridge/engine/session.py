@@ -18,17 +18,18 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from callbridge.engine.context import EngineContext
 from callbridge.engine.dtmf_crossing import DtmfCrossing
 from callbridge.engine.endpoint import Endpoint
 from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
 from callbridge.engine.metrics import EngineMetrics
+from callbridge.engine.pipeline import FrameConsumer
 from callbridge.engine.plan import MediaPlan, build_plan
 from callbridge.engine.routing import build_routing
 
-__all__ = ["CRITICAL_EVENTS", "EndpointSlot", "EventSink", "MediaSession"]
+__all__ = ["CRITICAL_EVENTS", "EndpointSlot", "EventSink", "MediaSession", "SessionObserver"]
 
 EventSink = Callable[[str, dict[str, Any], bool], None]
 """(event name, data, critical) -> None; never blocks, never raises."""
@@ -51,6 +52,17 @@ _PERIODIC_FRAMES: Final = 10
 """Endpoints with periodic work (RTCP reports, 5 s apart) are called every tenth frame."""
 
 logger = logging.getLogger(__name__)
+
+
+class SessionObserver(Protocol):
+    """Session-level features that follow endpoints (recordings, detectors) implement this."""
+
+    def endpoint_leaving(self, endpoint: Endpoint, reason: str) -> None:
+        """`endpoint` is about to leave the session; `reason` is "endpoint_removed" (any removal)
+        or what the caller of `remove` says (e.g. "endpoint_transferred")."""
+
+    def session_ending(self, reason: str) -> None:
+        """The session is being destroyed (`reason` as given to `teardown`)."""
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -112,6 +124,8 @@ class MediaSession:
         """Why the session ended (the hang-up reason its RTVBP legs are given)."""
         self.variables: dict[str, Any] = {}
         """Session variables: RTVBP applications read and write them (session.get/set)."""
+        self.observers: list[SessionObserver] = []
+        self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
         context.clock.add(self._on_tick)
 
     # -- binding and events ------------------------------------------------------------------
@@ -216,10 +230,15 @@ class MediaSession:
             raise endpoint_error("Endpoint not found")
         return endpoint
 
-    def remove(self, endpoint: Endpoint) -> None:
-        """Take an endpoint out and close it without any event (failures, bridge partners)."""
-        if self.endpoints.pop(endpoint.id, None) is None:
+    def remove(self, endpoint: Endpoint, reason: str = "endpoint_removed") -> None:
+        """Take an endpoint out and close it without any event of its own (failures, bridge
+        partners); observers hear `reason` first, and its audio taps go with it."""
+        if endpoint.id not in self.endpoints:
             return
+        for observer in list(self.observers):
+            observer.endpoint_leaving(endpoint, reason)
+        del self.endpoints[endpoint.id]
+        self._audio_taps.pop(endpoint.id, None)
         endpoint.close()
         self.metrics.endpoints_active -= 1
         if not self.endpoints:
@@ -252,11 +271,33 @@ class MediaSession:
             return
         table = build_routing(endpoint.route_node() for endpoint in self.endpoints.values())
         self.plan = build_plan(
-            table, self.endpoints, self.plan, self.metrics, self.context.config.opus_complexity
+            table,
+            self.endpoints,
+            self.plan,
+            self.metrics,
+            self.context.config.opus_complexity,
+            self._audio_taps,
         )
         endpoints = self.endpoints.values()
         self._tickers = tuple(endpoint for endpoint in endpoints if endpoint.needs_tick)
         self._periodic = tuple(endpoint for endpoint in endpoints if endpoint.has_periodic_work)
+
+    def add_audio_tap(self, endpoint_id: str, rate: int, consumer: FrameConsumer) -> None:
+        """Feed `consumer` every 20 ms frame the endpoint produces, resampled to `rate` Hz
+        (the endpoint is decoded for it); re-routes."""
+        self.endpoint(endpoint_id)
+        self._audio_taps.setdefault(endpoint_id, []).append((rate, consumer))
+        self.rebuild_routing()
+
+    def remove_audio_tap(self, endpoint_id: str, consumer: FrameConsumer) -> None:
+        """Stop feeding `consumer` (idempotent); re-routes."""
+        taps = self._audio_taps.get(endpoint_id)
+        if not taps:
+            return
+        taps[:] = [(rate, tap) for rate, tap in taps if tap is not consumer]
+        if not taps:
+            del self._audio_taps[endpoint_id]
+        self.rebuild_routing()
 
     def _destinations_of(self, source_id: str) -> tuple[str, ...]:
         return self.plan.table.destinations.get(source_id, ())
@@ -381,6 +422,8 @@ class MediaSession:
         if not self.alive:
             return
         self.end_reason = reason
+        for observer in list(self.observers):
+            observer.session_ending(reason)
         self.alive = False
         self._sink = None
         self.context.clock.discard(self._on_tick)
@@ -391,6 +434,8 @@ class MediaSession:
         self._tickers = ()
         self._periodic = ()
         self.dtmf.clear()
+        self._audio_taps.clear()
+        self.observers.clear()
         self.plan = MediaPlan()
         self.context.session_destroyed(self.id)
 
