@@ -18,10 +18,9 @@ import pytest
 from aiohttp import web
 
 from callbridge.engine.manager import SessionManager
+from callbridge.server.app import app_runner, setup_media_server
 from callbridge.server.config import Settings
-from callbridge.server.control import ControlServer, control_server, setup_control
-from callbridge.server.http_api import setup_http_api
-from callbridge.server.rtvbp_ingress import setup_rtvbp_ingress
+from callbridge.server.control import ControlServer, control_server
 
 RECEIVE_TIMEOUT_S = 10.0
 """Guard against a hang only; no test passes or fails on timing."""
@@ -175,10 +174,8 @@ async def start_server(
         manager = SessionManager(settings.engine_config())
         await manager.start()
         app = web.Application()
-        setup_http_api(app, manager, settings)
-        setup_control(app, manager, settings)
-        setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
-        runner = web.AppRunner(app)
+        setup_media_server(app, manager, settings)
+        runner = app_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
