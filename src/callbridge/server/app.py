@@ -110,8 +110,9 @@ def setup_media_server(app: web.Application, manager: SessionManager, settings: 
 
 
 def app_runner(app: web.Application, **options: Any) -> web.AppRunner:
-    """An AppRunner whose request handlers log through `HTTP_LOGGER`."""
-    return web.AppRunner(app, logger=HTTP_LOGGER, **options)
+    """An AppRunner whose request handlers log through `HTTP_LOGGER`, without an access log (it
+    would write query strings, where a careless client may put a token)."""
+    return web.AppRunner(app, logger=HTTP_LOGGER, access_log=None, **options)
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -155,7 +156,7 @@ async def serve(
     """Listen on every configured address until a signal (or `stop`) and a graceful drain."""
     app = build_app(settings, application)
     ssl_context = server_ssl_context(settings)
-    runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = app_runner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = stop or asyncio.Event()
     signals = _SignalState(stop)
@@ -163,9 +164,7 @@ async def serve(
     try:
         for address in settings.listen:
             host, port = parse_listen_address(address)
-            listener = web.TCPSite(
-                runner, host, port, reuse_address=True, ssl_context=ssl_context
-            )
+            listener = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
             await listener.start()
         bound = [(str(info[0]), int(info[1])) for info in runner.addresses]
         http, websocket = ("https", "wss") if ssl_context else ("http", "ws")

@@ -114,7 +114,9 @@ class ControlServer:
                 await websocket.prepare(request)
             except ConnectionError:
                 log.info("control connection from %s reset during the upgrade", request.remote)
-                return websocket
+                # The half-prepared WebSocket cannot be finished; aiohttp writes this answer to
+                # the dead socket, which it does quietly.
+                return json_response({"error": "connection reset"}, status=400)
             await connection.run()
         finally:
             self.connections.discard(connection)
