@@ -36,6 +36,7 @@ __all__ = [
     "app_runner",
     "build_app",
     "configure_application",
+    "exposure_warnings",
     "rtvbp_authenticator",
     "serve",
     "server_ssl_context",
@@ -125,25 +126,25 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _warn_if_exposed(settings: Settings, host: str, tls: bool) -> None:
-    """Beyond loopback, say loudly what is unprotected."""
+def exposure_warnings(settings: Settings, host: str, tls: bool) -> list[str]:
+    """What is unprotected on a listener bound to `host` (nothing on loopback)."""
     try:
         if ipaddress.ip_address(host).is_loopback:
-            return
+            return []
     except ValueError:
         pass
+    warnings = []
     if not settings.control.authentication:
-        logger.warning(
-            "control plane on %s has NO authentication: anyone who reaches this address controls"
-            " every media session; set control.tokens or control.jwt_public_keys",
-            host,
+        warnings.append(
+            f"control plane on {host} has NO authentication: anyone who reaches this address"
+            " controls every media session; set control.tokens or control.jwt_public_keys"
         )
     if not tls:
-        logger.warning(
-            "listening on %s WITHOUT TLS: tokens and control messages cross the network in clear"
-            " text; set tls_cert_file and tls_key_file",
-            host,
+        warnings.append(
+            f"listening on {host} WITHOUT TLS: tokens and control messages cross the network"
+            " in clear text; set tls_cert_file and tls_key_file"
         )
+    return warnings
 
 
 async def serve(
@@ -185,7 +186,8 @@ async def serve(
                 port,
                 settings.rtvbp.media_path,
             )
-            _warn_if_exposed(settings, host, ssl_context is not None)
+            for warning in exposure_warnings(settings, host, ssl_context is not None):
+                logger.warning("%s", warning)
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()
