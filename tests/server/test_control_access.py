@@ -286,6 +286,7 @@ async def test_browsers_are_refused_unless_their_origin_is_listed(
         {"error": "forbidden", "reason": "origin not allowed"},
     )
     assert (await request(default, "GET", "/sessions", {"Origin": "http://localhost"}))[0] == 403
+    assert (await request(default, "GET", "/health", {"Origin": "http://localhost"}))[0] == 200
     assert (await upgrade(default))[0] == 101
     listed = await start_server(control={"allowed_origins": ["http://localhost:8080"]})
     assert (await upgrade(listed, Origin="http://localhost:8080"))[0] == 101

@@ -2,7 +2,8 @@
 handler runs: a refused WebSocket upgrade is answered with HTTP 401 or 403 and creates nothing.
 
 Every path is guarded except the RTVBP ingress paths, which authenticate voice peers themselves,
-and `/health` (a liveness probe that reveals nothing). A guarded request:
+`/health` (a liveness probe that reveals nothing) and, when the settings say so, `/metrics`.
+A guarded request:
 
 1. with an Origin header (a browser) whose Origin is not allowed: 403;
 2. when authentication is on, without an acceptable bearer token: 401 (`Authorization: Bearer`,
@@ -128,9 +129,11 @@ class ControlAccess:
 
     async def check(self, request: web.Request) -> web.Response | None:
         """The refusal for `request`, or None when it may proceed."""
+        if request.path in self.open_paths:
+            return None
         if not self.origins.check(request.headers.get(hdrs.ORIGIN)):
             return _refuse(request, 403, "origin not allowed")
-        if self.authenticator is None or request.path in self.open_paths:
+        if self.authenticator is None:
             return None
         upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
         needed = Scope.READ if request.method in READ_METHODS and not upgrade else Scope.CONTROL
