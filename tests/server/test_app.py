@@ -84,7 +84,7 @@ Serving = Callable[..., Any]
 
 
 @pytest.fixture
-def serving(tmp_path: Path, task_baseline: Callable[[], Awaitable[None]]) -> Callable[..., Any]:
+def serving(tmp_path: Path, task_baseline: Callable[[], Awaitable[None]]) -> Serving:
     """`async with serving(**settings) as (host, port)`: `serve()` until the block ends."""
 
     @asynccontextmanager
@@ -102,7 +102,8 @@ def serving(tmp_path: Path, task_baseline: Callable[[], Awaitable[None]]) -> Cal
             serve(Settings(**values), Application(no_call), on_ready=ready.set_result, stop=stop)
         )
         try:
-            done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {task, ready}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
                 task.result()
             yield (await ready)[0]

@@ -93,7 +93,7 @@ class ControlAuthenticator:
             except AuthError:
                 continue
             return scope
-        if self._jwt is None:
+        if self._jwt is None or token.count(".") != 2:  # a JWT is header.claims.signature
             raise AuthError("bearer token not accepted")
         return self._jwt_scope(self._jwt.validate(token))
 
