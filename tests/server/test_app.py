@@ -27,6 +27,10 @@ from callbridge.server.app import app_runner, exposure_warnings, serve
 from callbridge.server.config import ConfigError, Settings, load_settings
 
 CONTROL_TOKEN = "control-token-0123456789abcdef"
+PROTECTED = Settings(
+    control={"tokens": [CONTROL_TOKEN]},
+    rtvbp={"auth": "static", "static_tokens": ["rtvbp-token-0123456789abcdef"]},
+)
 
 
 async def no_call(call: Any) -> None:
@@ -160,18 +164,18 @@ def test_loopback_needs_neither_authentication_nor_tls(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "my-host.example"])
 def test_beyond_loopback_the_missing_protections_are_named(host: str) -> None:
-    (no_auth, no_tls) = exposure_warnings(Settings(), host, tls=False)
-    assert "NO authentication" in no_auth and "control.tokens" in no_auth
+    (no_control_auth, no_rtvbp_auth, no_tls) = exposure_warnings(Settings(), host, tls=False)
+    assert "control plane" in no_control_auth and "control.tokens" in no_control_auth
+    assert "RTVBP ingress" in no_rtvbp_auth and "rtvbp.auth" in no_rtvbp_auth
     assert "WITHOUT TLS" in no_tls and "tls_cert_file" in no_tls
-    protected = Settings(control={"tokens": [CONTROL_TOKEN]})
-    assert exposure_warnings(protected, host, tls=True) == []
+    assert exposure_warnings(PROTECTED, host, tls=True) == []
 
 
 async def test_startup_warns_on_a_wildcard_address_without_tls(
     serving: Serving, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="callbridge.server")
-    async with serving(listen=["0.0.0.0:0"], control={"tokens": [CONTROL_TOKEN]}):
+    async with serving(listen=["0.0.0.0:0"], **PROTECTED.model_dump(include={"control", "rtvbp"})):
         pass
     warnings = [
         record.getMessage() for record in caplog.records if record.levelno == logging.WARNING

@@ -139,6 +139,11 @@ def exposure_warnings(settings: Settings, host: str, tls: bool) -> list[str]:
             f"control plane on {host} has NO authentication: anyone who reaches this address"
             " controls every media session; set control.tokens or control.jwt_public_keys"
         )
+    if settings.rtvbp.auth == "none":
+        warnings.append(
+            f"RTVBP ingress on {host} has NO authentication: anyone who reaches this address can"
+            " place calls; set rtvbp.auth"
+        )
     if not tls:
         warnings.append(
             f"listening on {host} WITHOUT TLS: tokens and control messages cross the network"
