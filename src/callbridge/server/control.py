@@ -19,8 +19,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from callbridge.engine.errors import EngineError
+from callbridge.rtvbp.profiles import CREDENTIAL_PREFIX
 from callbridge.server import control_messages as wire
 from callbridge.server.config import Settings
+from callbridge.server.control_access import offered_subprotocols
 from callbridge.server.control_context import ControlContext
 from callbridge.server.control_methods import dispatch
 from callbridge.server.errors import INTERNAL_ERROR, ControlError
@@ -38,6 +40,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CONTROL_SUBPROTOCOL: Final = "callbridge.control"
+"""Selected when offered: a browser that sends its token as a `bearer.<base64url>` subprotocol
+must offer this too, since a browser needs the server to select one of its offers."""
 
 ORPHAN_NOTICE_TIMEOUT_S: Final = 1.0
 """How long the best-effort `session.orphaned` notice may take on a dying socket."""
@@ -83,7 +89,16 @@ class ControlServer:
         if limit and len(self.connections) >= limit:
             log.warning("control connection from %s refused: %d open", request.remote, limit)
             return json_response({"error": "too many connections"}, status=503)
+        offered = offered_subprotocols(request)
+        if CONTROL_SUBPROTOCOL not in offered and any(
+            token.startswith(CREDENTIAL_PREFIX) for token in offered
+        ):  # aiohttp would log an offer it cannot answer, credential included
+            return json_response(
+                {"error": f"a bearer subprotocol needs {CONTROL_SUBPROTOCOL} offered too"},
+                status=400,
+            )
         websocket = web.WebSocketResponse(
+            protocols=(CONTROL_SUBPROTOCOL,),
             max_msg_size=self.settings.ws_max_message_size_kb * 1024,
             heartbeat=self.settings.ws_ping_interval_secs,
             autoclose=False,
@@ -95,7 +110,13 @@ class ControlServer:
         self.connections.add(connection)
         self.metrics.connections.inc()
         try:
-            await websocket.prepare(request)
+            try:
+                await websocket.prepare(request)
+            except ConnectionError:
+                log.info("control connection from %s reset during the upgrade", request.remote)
+                # The half-prepared WebSocket cannot be finished; aiohttp writes this answer to
+                # the dead socket, which it does quietly.
+                return json_response({"error": "connection reset"}, status=400)
             await connection.run()
         finally:
             self.connections.discard(connection)
@@ -209,6 +230,8 @@ class ControlConnection:
             await self._serve_requests()
         except _Disconnected:
             pass
+        except ConnectionError as error:
+            log.info("control connection %d: %s", self.number, type(error).__name__)
         finally:
             self._open = False
             self.context.unsubscribe_calls()
