@@ -18,11 +18,11 @@ import pytest
 from callbridge.rtvbp.auth import (
     BABELFORCE_ISSUER,
     BABELFORCE_SUBJECT,
-    encode_bearer_subprotocol,
     generate_test_keypair,
 )
 from callbridge.server.config import ConfigError, load_settings
 from callbridge.server.control import CONTROL_SUBPROTOCOL
+from tests.rtvbp.test_auth import encode_bearer_subprotocol
 
 if TYPE_CHECKING:
     from tests.server.conftest import ServerHandle, StartServer
