@@ -45,6 +45,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pydantic import model_validator
 
 from callbridge.rtvbp.application import Call
 from callbridge.rtvbp.errors import RtvbpError
@@ -59,7 +60,8 @@ class CallbridgeParams(TransportParams):
     """`TransportParams` with telephony defaults: audio both ways, no silence at the end.
 
     ``audio_in_sample_rate`` / ``audio_out_sample_rate`` default to the pipeline's rates
-    (``PipelineParams``); the call's own rate is converted to and from them. Audio is mono.
+    (``PipelineParams``); the call's own rate is converted to and from them. Audio is mono
+    (other channel counts are refused).
 
     Parameters:
         hangup_on_end: Hang up the call when the pipeline ends or is cancelled while the call is
@@ -71,6 +73,12 @@ class CallbridgeParams(TransportParams):
     audio_out_enabled: bool = True
     audio_out_end_silence_secs: int = 0
     hangup_on_end: bool = True
+
+    @model_validator(mode="after")
+    def _check_mono(self) -> CallbridgeParams:
+        if self.audio_in_channels != 1 or self.audio_out_channels != 1:
+            raise ValueError("RTVBP calls carry mono audio: audio_in/out_channels must be 1")
+        return self
 
 
 class CallbridgeInputTransport(BaseInputTransport):
@@ -174,7 +182,7 @@ class CallbridgeOutputTransport(BaseOutputTransport):
             await self._call.send_audio(frame.audio, sample_rate=frame.sample_rate, realtime=True)
         except RtvbpError:
             return False
-        duration = len(frame.audio) / (SAMPLE_BYTES * frame.num_channels * frame.sample_rate)
+        duration = len(frame.audio) / (SAMPLE_BYTES * frame.sample_rate)
         self._played_until = max(self._played_until, started) + duration
         return True
 
