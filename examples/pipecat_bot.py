@@ -16,6 +16,7 @@ import functools
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
 from pathlib import Path
 
@@ -38,12 +39,12 @@ from callbridge.integrations.pipecat import CallbridgeTransport, pipecat_applica
 RATE = 16000
 """The pipeline's audio rate; the transport converts the call's rate (8 kHz on a phone line)."""
 
-PROMPT = "Hello. You hear yourself now. Press 1 for a beep, star to mute, and hash to hang up."
+PROMPT = "Hello. Press 1 for a beep, star to mute the echo, and hash to hang up."
 
 
 def tone(frequency: float, seconds: float, rate: int = RATE) -> bytes:
-    time = np.arange(int(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * frequency * time) * 8000).astype("<i2").tobytes()
+    instants = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * frequency * instants) * 8000).astype("<i2").tobytes()
 
 
 @functools.cache
@@ -67,11 +68,13 @@ class EchoMenu(FrameProcessor):
         super().__init__()
         self.prompt = prompt
         self.echo = True
+        self.echo_from = 0.0
+        """time.monotonic() when the prompt has played; the caller is not echoed before."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            if self.echo:
+            if self.echo and time.monotonic() >= self.echo_from:
                 await self.push_frame(OutputAudioRawFrame(frame.audio, frame.sample_rate, 1))
         elif isinstance(frame, InputDTMFFrame):
             await self.key(frame.button.value)
@@ -79,6 +82,8 @@ class EchoMenu(FrameProcessor):
             await self.push_frame(frame, direction)
             if isinstance(frame, StartFrame):
                 await self.push_frame(self.prompt)
+                prompt_seconds = len(self.prompt.audio) / (2 * self.prompt.sample_rate)
+                self.echo_from = time.monotonic() + prompt_seconds
 
     async def key(self, digit: str) -> None:
         if digit == "1":
@@ -88,6 +93,7 @@ class EchoMenu(FrameProcessor):
         elif digit == "0":
             await self.broadcast_interruption()
         elif digit == "#":
+            self.echo = False
             await self.push_frame(OutputAudioRawFrame(tone(520, 0.4), RATE, 1))
             await self.push_frame(EndWorkerFrame(reason="caller pressed #"))
 

@@ -62,3 +62,13 @@ def test_the_guides_bot_runs_as_written(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ended        application-hangup (caller pressed #)" in result.stdout
     first_run(window_peaks(saved), 440, 10)
+
+
+def test_served_with_the_servers_authentication() -> None:
+    secret = {"CALLBRIDGE_RTVBP__AUTH": "static", "CALLBRIDGE_RTVBP__STATIC_TOKENS": '["s3cret"]'}
+    with running_server("examples.pipecat_bot:app", env=secret) as port:
+        refused = call(port, "--hangup-after", "0.5")
+        admitted = call(port, "--hangup-after", "0.5", "--token", "s3cret")
+    assert refused.returncode == 1 and "401" in refused.stdout, refused.stdout
+    assert admitted.returncode == 0, admitted.stdout + admitted.stderr
+    assert "ended        hangup (hangup)" in admitted.stdout
