@@ -39,7 +39,7 @@ from callbridge.integrations.pipecat import CallbridgeTransport, pipecat_applica
 RATE = 16000
 """The pipeline's audio rate; the transport converts the call's rate (8 kHz on a phone line)."""
 
-PROMPT = "Hello. Press 1 for a beep, star to mute the echo, and hash to hang up."
+PROMPT = "Press 1 for a beep, star to mute the echo, hash to hang up."
 
 
 def tone(frequency: float, seconds: float, rate: int = RATE) -> bytes:
@@ -48,25 +48,24 @@ def tone(frequency: float, seconds: float, rate: int = RATE) -> bytes:
 
 
 @functools.cache
-def prompt_audio() -> OutputAudioRawFrame:
-    """The prompt, spoken by espeak-ng at its own rate (the transport converts it), or a tone."""
+def prompt_audio() -> tuple[bytes, int]:
+    """The prompt and its rate: espeak-ng speaking at its own rate (converted by the transport),
+    or a tone."""
     if shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "prompt.wav"
             subprocess.run(["espeak-ng", "-w", str(path), PROMPT], check=True, timeout=30)
             with wave.open(str(path)) as speech:
-                return OutputAudioRawFrame(
-                    speech.readframes(speech.getnframes()), speech.getframerate(), 1
-                )
-    return OutputAudioRawFrame(tone(660, 0.3) + tone(880, 0.3), RATE, 1)
+                return speech.readframes(speech.getnframes()), speech.getframerate()
+    return tone(660, 0.3) + tone(880, 0.3), RATE
 
 
 class EchoMenu(FrameProcessor):
     """Plays the prompt, then echoes the caller; DTMF keys drive a small menu."""
 
-    def __init__(self, prompt: OutputAudioRawFrame) -> None:
+    def __init__(self, prompt: tuple[bytes, int]) -> None:
         super().__init__()
-        self.prompt = prompt
+        self.prompt, self.prompt_rate = prompt
         self.echo = True
         self.echo_from = 0.0
         """time.monotonic() when the prompt has played; the caller is not echoed before."""
@@ -81,8 +80,8 @@ class EchoMenu(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
             if isinstance(frame, StartFrame):
-                await self.push_frame(self.prompt)
-                prompt_seconds = len(self.prompt.audio) / (2 * self.prompt.sample_rate)
+                await self.push_frame(OutputAudioRawFrame(self.prompt, self.prompt_rate, 1))
+                prompt_seconds = len(self.prompt) / (2 * self.prompt_rate)
                 self.echo_from = time.monotonic() + prompt_seconds
 
     async def key(self, digit: str) -> None:

@@ -36,8 +36,8 @@ def first_run(peaks: list[float], hertz: float, length: int) -> int:
 
 def test_echo_bot_with_its_dtmf_menu(tmp_path: Path) -> None:
     saved = tmp_path / "heard.wav"
-    prompt = prompt_audio()
-    after_prompt = len(prompt.audio) / (2 * prompt.sample_rate) + 0.5
+    prompt, rate = prompt_audio()
+    after_prompt = len(prompt) / (2 * rate) + 0.5
     with running_server("examples.pipecat_bot:app") as port:
         result = call(port, "--dtmf", "1#", "--dtmf-delay", str(after_prompt), "--save", str(saved))
     assert result.returncode == 0, result.stdout + result.stderr
