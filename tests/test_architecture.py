@@ -77,6 +77,8 @@ def test_the_real_tree_keeps_every_contract(package_copy: Path) -> None:
         ({"rtvbp/violation.py": "from callbridge.server import cli\n"}, "layers"),
         ({"media/violation.py": "import asyncio\n"}, "media is pure"),
         ({"media/violation.py": "import socket\n"}, "media is pure"),
+        ({"engine/violation.py": "import pipecat\n"}, "only the integrations"),
+        ({"integrations/violation.py": "import callbridge.engine.session\n"}, "layers"),
         (
             {
                 "engine/violation_a.py": "from callbridge.engine import violation_b\n",
