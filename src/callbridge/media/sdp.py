@@ -113,13 +113,6 @@ class Crypto(msgspec.Struct, frozen=True):
     key_base64: str
     suite: str = SRTP_SUITE
 
-    @classmethod
-    def from_master_key(cls, tag: int, master_key: bytes) -> Crypto:
-        """Wrap a 30-byte master key + salt."""
-        if len(master_key) != _MASTER_KEY_SIZE:
-            raise SdpError(f"SRTP master key must be {_MASTER_KEY_SIZE} bytes")
-        return cls(tag, base64.b64encode(master_key).decode("ascii"))
-
     def master_key(self) -> bytes:
         """The 30-byte master key and salt; SdpError on bad base64 or fewer than 30 bytes."""
         try:
