@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.rtcp import (
@@ -18,7 +19,7 @@ from callbridge.media.rtcp import (
     parse_rtcp,
 )
 from callbridge.media.rtp import build_rtp, parse_rtp, parse_rtp_datagram
-from callbridge.media.rtp_stream import RtpStream
+from callbridge.media.rtp_stream import RtpStream, Transmit
 from callbridge.media.sdp import parse_sdp
 from callbridge.media.telephone_event import DtmfDetector, dtmf_packets
 
@@ -57,7 +58,8 @@ def main() -> None:
     )
 
     source = ("192.0.2.10", 40000)
-    stream = RtpStream(0.0, unix_offset=0.0, transmit_rtp=slice)  # slice: a C no-op sink
+    no_op = cast(Transmit, slice)  # a C callable that takes (datagram, address): no Python frame
+    stream = RtpStream(0.0, unix_offset=0.0, transmit_rtp=no_op)
     stream.set_remote(source, None, rtcp_mux=True)
     datagrams = [build_rtp(0, index, 160 * index, 0x12345678, bytes(160)) for index in range(2000)]
     stream.receive_rtp(datagrams[0], source, 0.0)
