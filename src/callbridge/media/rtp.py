@@ -150,11 +150,10 @@ def parse_rtp_datagram(data: bytes | bytearray | memoryview) -> RtpPacket | None
     and a peer may mux before our answer reached it. A plain header is parsed here, the rest by
     `parse_rtp`, which raises RtpError for what is neither RTP nor RTCP.
     """
-    if (
-        len(data) >= RTP_HEADER_SIZE
-        and data[0] == RTP_PLAIN_FIRST_OCTET
-        and not _RTCP_TYPE_FIRST <= data[1] <= _RTCP_TYPE_LAST
-    ):
+    size = len(data)
+    if size > 1 and _RTCP_TYPE_FIRST <= data[1] <= _RTCP_TYPE_LAST:
+        return None
+    if size >= RTP_HEADER_SIZE and data[0] == RTP_PLAIN_FIRST_OCTET:
         _, second, sequence, timestamp, ssrc = _unpack_fixed_header(data)
         return RtpPacket(
             second & 0x7F,
@@ -164,8 +163,6 @@ def parse_rtp_datagram(data: bytes | bytearray | memoryview) -> RtpPacket | None
             ssrc,
             memoryview(data)[RTP_HEADER_SIZE:],
         )
-    if len(data) >= 2 and _RTCP_TYPE_FIRST <= data[1] <= _RTCP_TYPE_LAST:
-        return None
     return parse_rtp(data)
 
 
