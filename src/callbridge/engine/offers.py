@@ -17,7 +17,7 @@ from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
 from callbridge.media import sdp
 
-__all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer"]
+__all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer", "srtp_rekey"]
 
 Answerer = Callable[[EndpointHost, sdp.SessionDescription, str], Awaitable[tuple[Endpoint, str]]]
 """(host, parsed remote offer, direction) -> (endpoint, answer SDP)."""
@@ -37,18 +37,11 @@ class SdpKind:
 
 
 def _plain_rtp(offer: sdp.SessionDescription) -> bool:
-    return not offer.webrtc and (offer.crypto is None or offer.osrtp)
+    """Plain RTP, with SDES-SRTP when the offer has a=crypto (RTP/SAVP, or RTP/AVP: OSRTP)."""
+    return not offer.webrtc
 
 
-async def _rtp_offer(
-    host: EndpointHost, direction: str, codecs: list[str] | None, srtp: bool
-) -> tuple[Endpoint, str]:
-    if srtp:
-        raise endpoint_error("SRTP is not supported yet")
-    return await RtpEndpoint.with_offer(host, direction, codecs)
-
-
-SDP_KINDS: Final = (SdpKind("rtp", _plain_rtp, RtpEndpoint.from_offer, _rtp_offer),)
+SDP_KINDS: Final = (SdpKind("rtp", _plain_rtp, RtpEndpoint.from_offer, RtpEndpoint.with_offer),)
 _NOT_YET: Final = {"webrtc": "WebRTC endpoints are not supported yet"}
 
 
@@ -62,9 +55,7 @@ async def create_from_offer(
         offer = sdp.parse_sdp(sdp_text)
         kind = next((kind for kind in SDP_KINDS if kind.answers(offer)), None)
         if kind is None:
-            if offer.webrtc:
-                raise endpoint_error(_NOT_YET["webrtc"])
-            raise endpoint_error("SRTP (RTP/SAVP with a=crypto) is not supported yet")
+            raise endpoint_error(_NOT_YET["webrtc"])
         endpoint, answer = await kind.from_offer(session, offer, direction)
         slot.add(endpoint)
     return endpoint.id, answer
@@ -85,3 +76,12 @@ async def create_offer(
         endpoint, offer = await kind.with_offer(session, direction, codecs, srtp)
         slot.add(endpoint)
     return endpoint.id, offer
+
+
+async def srtp_rekey(session: MediaSession, endpoint_id: str) -> str:
+    """`endpoint.srtp_rekey`: new SRTP keys for a plain RTP endpoint; the offer carrying them."""
+    session.touch()
+    endpoint = session.endpoint(endpoint_id)
+    if not isinstance(endpoint, RtpEndpoint) or endpoint.kind != RtpEndpoint.kind:
+        raise endpoint_error("Not a plain RTP endpoint")
+    return endpoint.srtp_rekey()

@@ -4,7 +4,9 @@
 that every plain RTP endpoint needs below routing: RTCP demux, RTP parse, symmetric-RTP learning,
 the no-send-before-the-peer-sent guard, own SSRC and sequence numbers, reception stats,
 RTCP SR/BYE/RTT and RFC 4733 digit injection. The engine's RtpEndpoint wraps the transport.
-SRTP is not implemented; it would sit between the stream and the sockets.
+`secure` puts an `SrtpSession` between the stream and the sockets: the stream's sinks then
+protect before `sendto`, and the sockets' handlers unprotect before the stream sees a datagram
+(what fails is dropped there, so it never moves the symmetric-RTP target).
 
 Hot path: `datagram_received` is bound straight to `_receive_rtp`, which hands the datagram to
 the stream and the packet it returns (views of the datagram) to `on_packet` synchronously;
@@ -32,7 +34,9 @@ from callbridge.media.rtp_stream import (
     Address,
     DtmfBusyError,
     RtpStream,
+    Transmit,
 )
+from callbridge.media.srtp import SrtpSession
 
 __all__ = [
     "DTMF_PTIME_S",
@@ -48,8 +52,18 @@ PacketHandler = Callable[[RtpPacket, float], None]
 """on_packet(packet, arrival_time): called synchronously for every valid inbound RTP packet."""
 RtcpByeHandler = Callable[[list[int], str | None], None]
 """on_rtcp_bye(ssrcs, reason): called for every inbound RTCP BYE."""
+Unprotect = Callable[[bytes, float], bytes | None]
 
 logger = logging.getLogger(__name__)
+
+
+def _ignore() -> None:
+    """The SRTP drop callback until `secure` sets one."""
+
+
+def _unprotected(data: bytes, now: float) -> bytes | None:
+    """The unprotect hooks until `secure` sets them (never called: the handlers are unbound)."""
+    return data
 
 
 class _SocketProtocol(asyncio.BaseProtocol):
@@ -135,6 +149,12 @@ class RtpTransport:
         self.tick: Final = self.stream.tick
         """`RtpStream.tick`: due digit packets, then a due RTCP report."""
         self._sockets: list[asyncio.DatagramTransport] = []
+        self._protocols: list[_SocketProtocol] = []
+        self.srtp: SrtpSession | None = None
+        """The SRTP contexts once `secure` was called."""
+        self._on_srtp_drop: Callable[[], None] = _ignore
+        self._unprotect_rtp: Unprotect = _unprotected
+        self._unprotect_rtcp: Unprotect = _unprotected
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.socket_errors = self.callback_errors = 0
@@ -161,22 +181,21 @@ class RtpTransport:
         transport = cls(
             pair, on_packet, on_rtcp_bye, now, learning_window_s, rtcp_interval_s, cname
         )
-        rtp_socket: asyncio.DatagramTransport | None = None
         try:
-            rtp_socket, _ = await loop.create_datagram_endpoint(
-                transport._protocol_for(transport._receive_rtp), sock=pair.rtp_socket
-            )
-            transport.stream.transmit_rtp = rtp_socket.sendto
-            transport._sockets.append(rtp_socket)
-            transport._open_sockets += 1
-            rtcp_socket, _ = await loop.create_datagram_endpoint(
-                transport._protocol_for(transport._receive_rtcp), sock=pair.rtcp_socket
-            )
-            transport.stream.transmit_rtcp = rtcp_socket.sendto
-            transport._sockets.append(rtcp_socket)
-            transport._open_sockets += 1
+            for receive, udp_socket in (
+                (transport._receive_rtp, pair.rtp_socket),
+                (transport._receive_rtcp, pair.rtcp_socket),
+            ):
+                socket_transport, protocol = await loop.create_datagram_endpoint(
+                    transport._protocol_for(receive), sock=udp_socket
+                )
+                transport._sockets.append(socket_transport)
+                transport._protocols.append(protocol)
+                transport._open_sockets += 1
+            transport.stream.transmit_rtp = transport._sockets[0].sendto
+            transport.stream.transmit_rtcp = transport._sockets[1].sendto
         except BaseException:
-            if rtp_socket is None:
+            if not transport._sockets:
                 pair.close()
             else:
                 pair.rtcp_socket.close()
@@ -188,6 +207,47 @@ class RtpTransport:
         self, receive: Callable[[bytes, Address], None]
     ) -> Callable[[], _SocketProtocol]:
         return lambda: _SocketProtocol(receive, self._socket_error, self._socket_lost)
+
+    # ------------------------------------------------------------------ SRTP
+
+    def secure(self, srtp: SrtpSession, on_drop: Callable[[], None]) -> None:
+        """From now on protect what goes out and unprotect what comes in with `srtp`;
+        `on_drop()` is called for every inbound datagram it drops. Called once."""
+        if self.srtp is not None:
+            raise ValueError("the transport is already secured")
+        self.srtp = srtp
+        self._unprotect_rtp = srtp.unprotect
+        self._unprotect_rtcp = srtp.unprotect_rtcp
+        self._on_srtp_drop = on_drop
+        rtp_protocol, rtcp_protocol = self._protocols
+        rtp_protocol.datagram_received = self._receive_srtp
+        rtcp_protocol.datagram_received = self._receive_srtcp
+        self.stream.transmit_rtp = self._protecting(srtp.protect, self._sockets[0].sendto)
+        self.stream.transmit_rtcp = self._protecting(srtp.protect_rtcp, self._sockets[1].sendto)
+
+    @staticmethod
+    def _protecting(protect: Callable[[bytes], bytes | None], transmit: Transmit) -> Transmit:
+        def transmit_protected(datagram: bytes, address: Address) -> None:
+            protected = protect(datagram)
+            if protected is not None:
+                transmit(protected, address)
+
+        return transmit_protected
+
+    def _receive_srtp(self, data: bytes, address: Address) -> None:
+        """Hot path under SRTP: one libsrtp call, then the plain path."""
+        plain = self._unprotect_rtp(data, self._now())
+        if plain is None:
+            self._on_srtp_drop()
+        else:
+            self._receive_rtp(plain, address)
+
+    def _receive_srtcp(self, data: bytes, address: Address) -> None:
+        plain = self._unprotect_rtcp(data, self._now())
+        if plain is None:
+            self._on_srtp_drop()
+        else:
+            self._receive_rtcp(plain, address)
 
     # ------------------------------------------------------------------ state and setup
 
