@@ -33,6 +33,7 @@ from callbridge.media.codecs import CodecSpec, Decoder, create_decoder
 from callbridge.media.errors import MediaError
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.rtp import RtpPacket
+from callbridge.media.srtp import SUITES
 from callbridge.media.telephone_event import DtmfDetector
 
 __all__ = ["RtpEndpoint"]
@@ -89,6 +90,12 @@ class RtpEndpoint(Endpoint):
         cls, host: EndpointHost, offer: sdp.SessionDescription, direction: str
     ) -> tuple[RtpEndpoint, str]:
         """Answer a remote offer; the endpoint is connected at once (no state event)."""
+        if offer.secure_profile and offer.crypto is None:
+            offered = ", ".join(offer.unsupported_crypto_suites) or "none"
+            raise endpoint_error(
+                f"{offer.protocol} offer without a supported a=crypto line (offered suites: "
+                f"{offered}; supported: {', '.join(SUITES)})"
+            )
         endpoint = cls(host, direction, "connected")
         await endpoint._open()
         try:

@@ -131,6 +131,8 @@ class SessionDescription(msgspec.Struct, frozen=True):
     payload_types: tuple[int, ...] = ()
     codecs: tuple[Codec, ...] = ()
     crypto: Crypto | None = None
+    unsupported_crypto_suites: tuple[str, ...] = ()
+    """Suites of `a=crypto` lines that were left out (unknown to us), in order."""
     rtcp_mux: bool = False
     rtcp_port: int | None = None
     direction: str = "sendrecv"
@@ -147,6 +149,11 @@ class SessionDescription(msgspec.Struct, frozen=True):
     @property
     def srtp(self) -> bool:
         return self.crypto is not None
+
+    @property
+    def secure_profile(self) -> bool:
+        """The m-line asks for SRTP (`RTP/SAVP` or `RTP/SAVPF`)."""
+        return self.protocol.upper() in ("RTP/SAVP", "RTP/SAVPF")
 
     @property
     def osrtp(self) -> bool:
@@ -210,6 +217,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
     rtpmaps: dict[int, Codec] = {}
     fmtps: dict[int, str] = {}
     crypto: Crypto | None = None
+    unsupported_suites: list[str] = []
     rtcp_port: int | None = None
     session_direction: str | None = None
     media_direction: str | None = None
@@ -237,7 +245,16 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
                     ):
                         fmtps[payload_type] = parameters.strip()
                 elif name == "crypto":
-                    crypto = _choose_crypto(crypto, _parse_crypto(value))
+                    crypto_line = _parse_crypto(value)
+                    crypto = _choose_crypto(crypto, crypto_line)
+                    suite = value.split(None, 2)[1:2]
+                    if (
+                        crypto_line is None
+                        and suite
+                        and suite[0].upper() not in SUITES
+                        and len(unsupported_suites) < MAX_PAYLOAD_TYPES
+                    ):
+                        unsupported_suites.append(suite[0][:64])
                 elif name == "rtcp-mux":
                     rtcp_mux = True
                 elif name == "rtcp":
@@ -294,6 +311,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
         payload_types=tuple(payload_types),
         codecs=tuple(codecs),
         crypto=crypto,
+        unsupported_crypto_suites=tuple(unsupported_suites),
         rtcp_mux=rtcp_mux,
         rtcp_port=rtcp_port,
         direction=media_direction or session_direction or "sendrecv",
