@@ -466,3 +466,16 @@ def test_written_sdp_parses_back(
     assert parsed.protocol == ("RTP/SAVP" if srtp else "RTP/AVP")
     assert not parsed.webrtc
     assert answer_codecs(parsed) == codecs
+
+
+def test_unsupported_crypto_suites_are_reported_and_savp_is_secure() -> None:
+    text = (
+        "m=audio 4000 RTP/SAVPF 0\n"
+        f"a=crypto:1 F8_128_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
+        f"a=crypto:2 AES_256_CM_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
+        "a=crypto:3\n"
+    )
+    offer = parse_sdp(text)
+    assert offer.crypto is None and offer.secure_profile
+    assert offer.unsupported_crypto_suites == ("F8_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32")
+    assert not parse_sdp(PHONE_OFFER).secure_profile
