@@ -16,6 +16,7 @@ from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media import srtp as srtp_module
+from callbridge.media.rtcp import Goodbye, build_goodbye, parse_rtcp
 from callbridge.media.rtp import RtpPacket, build_rtp, parse_rtp
 from callbridge.media.sdp import parse_sdp
 from tests.engine.engine_peers import EventLog, RtpPeer, manager
@@ -350,3 +351,47 @@ async def test_answer_with_crypto_the_offer_lacked_turns_srtp_on(
     await activate(peer, plain)
     peer.close()
     plain.close()
+
+
+async def test_srtcp_both_ways_muxed_and_on_the_rtcp_port(manager: SessionManager) -> None:
+    events = EventLog()
+    session = manager.create_session(events)
+    secure = await SrtpPeer.open()
+    offer = secure.srtp_offer() + "a=rtcp-mux\r\n"
+    endpoint_id, answer = await create_from_offer(session, offer, "sendrecv")
+    secure.use(answer)
+    secure.listen_to(answer)
+    secure.send_srtp(b"\x00" * 160)
+    secure.send_raw(secure.sender.protect_rtcp(build_goodbye([secure.ssrc], "muxed")))
+    [bye] = await events.wait_for("endpoint.rtcp_bye")
+    assert bye["reason"] == "muxed"
+    assert secure.target is not None
+    rtcp_port = (secure.target[0], secure.target[1] + 1)
+    assert secure.transport is not None
+    secure.transport.sendto(
+        secure.sender.protect_rtcp(build_goodbye([secure.ssrc], "odd port")), rtcp_port
+    )
+    tampered = bytearray(secure.sender.protect_rtcp(build_goodbye([secure.ssrc], "forged")))
+    tampered[12] ^= 0x01
+    secure.transport.sendto(bytes(tampered), rtcp_port)
+    second = await events.wait_for("endpoint.rtcp_bye", 2)
+    assert [event["reason"] for event in second] == ["muxed", "odd port"]
+    async with asyncio.timeout(2):
+        while manager.metrics.srtp_errors_total < 1:
+            await asyncio.sleep(0.01)
+    assert srtp_of(session, endpoint_id).rtcp_drops == 1
+    await session.remove_endpoint(endpoint_id)
+    assert secure.receiver is not None
+    async with asyncio.timeout(2):
+        while True:
+            data, _ = await secure.queue.get()
+            if 192 <= data[1] <= 223:
+                break
+    goodbyes = [
+        packet
+        for packet in parse_rtcp(secure.receiver.unprotect_rtcp(data))
+        if isinstance(packet, Goodbye)
+    ]
+    assert len(goodbyes) == 1 and secure.ssrc not in goodbyes[0].ssrcs
+    assert [event["reason"] for event in events.named("endpoint.rtcp_bye")] == ["muxed", "odd port"]
+    secure.close()

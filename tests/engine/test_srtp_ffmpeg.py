@@ -162,7 +162,7 @@ async def test_plain_rtp_peer_is_heard_by_an_ffmpeg_srtp_receiver(
     _, plain_answer = await create_from_offer(session, plain.offer(), "sendrecv")
     plain.use(plain_answer)
     await asyncio.sleep(0.5)  # ffmpeg binds its port
-    for index in range(250):
+    for index in range(750):  # until ffmpeg has its 2 s, however late it starts
         if receiver.done():
             break
         plain.send(ulaw_encode(sine_pcm(440, 8000, 160, start=index * 160)))

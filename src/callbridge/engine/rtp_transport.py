@@ -52,18 +52,8 @@ PacketHandler = Callable[[RtpPacket, float], None]
 """on_packet(packet, arrival_time): called synchronously for every valid inbound RTP packet."""
 RtcpByeHandler = Callable[[list[int], str | None], None]
 """on_rtcp_bye(ssrcs, reason): called for every inbound RTCP BYE."""
-Unprotect = Callable[[bytes, float], bytes | None]
 
 logger = logging.getLogger(__name__)
-
-
-def _ignore() -> None:
-    """The SRTP drop callback until `secure` sets one."""
-
-
-def _unprotected(data: bytes, now: float) -> bytes | None:
-    """The unprotect hooks until `secure` sets them (never called: the handlers are unbound)."""
-    return data
 
 
 class _SocketProtocol(asyncio.BaseProtocol):
@@ -152,9 +142,6 @@ class RtpTransport:
         self._protocols: list[_SocketProtocol] = []
         self.srtp: SrtpSession | None = None
         """The SRTP contexts once `secure` was called."""
-        self._on_srtp_drop: Callable[[], None] = _ignore
-        self._unprotect_rtp: Unprotect = _unprotected
-        self._unprotect_rtcp: Unprotect = _unprotected
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.socket_errors = self.callback_errors = 0
@@ -216,38 +203,36 @@ class RtpTransport:
         if self.srtp is not None:
             raise ValueError("the transport is already secured")
         self.srtp = srtp
-        self._unprotect_rtp = srtp.unprotect
-        self._unprotect_rtcp = srtp.unprotect_rtcp
-        self._on_srtp_drop = on_drop
+        now = self._now
+
+        def unprotecting(
+            unprotect: Callable[[bytes, float], bytes | None],
+            receive: Callable[[bytes, Address], None],
+        ) -> Callable[[bytes, Address], None]:
+            def receive_protected(data: bytes, address: Address) -> None:
+                """Hot path under SRTP: one libsrtp call, then the plain path."""
+                plain = unprotect(data, now())
+                if plain is None:
+                    on_drop()
+                else:
+                    receive(plain, address)
+
+            return receive_protected
+
+        def protecting(protect: Callable[[bytes], bytes | None], transmit: Transmit) -> Transmit:
+            def transmit_protected(datagram: bytes, address: Address) -> None:
+                protected = protect(datagram)
+                if protected is not None:
+                    transmit(protected, address)
+
+            return transmit_protected
+
         rtp_protocol, rtcp_protocol = self._protocols
-        rtp_protocol.datagram_received = self._receive_srtp
-        rtcp_protocol.datagram_received = self._receive_srtcp
-        self.stream.transmit_rtp = self._protecting(srtp.protect, self._sockets[0].sendto)
-        self.stream.transmit_rtcp = self._protecting(srtp.protect_rtcp, self._sockets[1].sendto)
-
-    @staticmethod
-    def _protecting(protect: Callable[[bytes], bytes | None], transmit: Transmit) -> Transmit:
-        def transmit_protected(datagram: bytes, address: Address) -> None:
-            protected = protect(datagram)
-            if protected is not None:
-                transmit(protected, address)
-
-        return transmit_protected
-
-    def _receive_srtp(self, data: bytes, address: Address) -> None:
-        """Hot path under SRTP: one libsrtp call, then the plain path."""
-        plain = self._unprotect_rtp(data, self._now())
-        if plain is None:
-            self._on_srtp_drop()
-        else:
-            self._receive_rtp(plain, address)
-
-    def _receive_srtcp(self, data: bytes, address: Address) -> None:
-        plain = self._unprotect_rtcp(data, self._now())
-        if plain is None:
-            self._on_srtp_drop()
-        else:
-            self._receive_rtcp(plain, address)
+        rtp_protocol.datagram_received = unprotecting(srtp.unprotect, self._receive_rtp)
+        rtcp_protocol.datagram_received = unprotecting(srtp.unprotect_rtcp, self._receive_rtcp)
+        rtp_socket, rtcp_socket = self._sockets
+        self.stream.transmit_rtp = protecting(srtp.protect, rtp_socket.sendto)
+        self.stream.transmit_rtcp = protecting(srtp.protect_rtcp, rtcp_socket.sendto)
 
     # ------------------------------------------------------------------ state and setup
 
