@@ -182,7 +182,7 @@ def rtp(
 
 
 async def activate(transport: RtpTransport, recorder: Recorder, peer: Peer, seq: int = 0) -> None:
-    """The peer sends one RTP packet, which opens the transport's NAT guard."""
+    """The peer sends one RTP packet: the transport learns its SSRC and source address."""
     peer.send(rtp(seq), ("127.0.0.1", transport.local_port))
     await recorder.next()
 
@@ -218,16 +218,15 @@ async def test_exhaustion_and_reuse_through_transports(harness: Harness) -> None
 # ---------------------------------------------------------------------------- send / forward
 
 
-async def test_nothing_is_sent_before_the_peer_has_sent(harness: Harness) -> None:
-    transport, recorder = await harness.transport()
+async def test_sending_starts_at_once_to_the_sdp_address(harness: Harness) -> None:
+    """A receive-only peer (a recorder, a gateway waiting for media) never sends first."""
+    transport, _ = await harness.transport()
     peer = await harness.peer()
     transport.set_remote(peer.address, None, rtcp_mux=True)
-    assert transport.send(b"early", 0, 1) is False
-    transport.tick(harness.clock.value + 60)  # no RTCP either
-    assert transport.sent_packets == 0 and transport.rtcp_packets_sent == 0
+    transport.tick(harness.clock.value + 60)  # no RTCP before any RTP either way
+    assert transport.rtcp_packets_sent == 0
+    assert transport.remote_ssrc is None
 
-    await activate(transport, recorder, peer)
-    assert transport.remote_ssrc == 0x1234
     assert transport.send(b"\x01\x02\x03", 8, 0x1_0000_0005, marker=True) is True
     packet = parse_rtp(await peer.receive())  # the first datagram is this one: nothing earlier
     assert packet.payload_type == 8 and packet.marker
@@ -237,6 +236,17 @@ async def test_nothing_is_sent_before_the_peer_has_sent(harness: Harness) -> Non
     second = parse_rtp(await peer.receive())
     assert second.sequence == (packet.sequence + 1) & 0xFFFF and not second.marker
     assert transport.stats()["outbound"] == {"packets": 2, "bytes": 4}
+    transport.tick(harness.clock.value + 60)  # we are a sender now: our SR goes out
+    assert transport.rtcp_packets_sent == 1
+    assert isinstance(parse_rtcp(await peer.receive())[0], SenderReport)
+
+
+async def test_nothing_is_sent_without_a_target(harness: Harness) -> None:
+    transport, _ = await harness.transport()
+    assert transport.send(b"early", 0, 1) is False
+    transport.set_remote(("127.0.0.1", 0), None, rtcp_mux=False)
+    assert transport.send(b"early", 0, 1) is False
+    assert transport.sent_packets == 0
 
 
 async def test_forward_rewrites_pt_ssrc_sequence_and_keeps_the_rest(harness: Harness) -> None:

@@ -1,9 +1,9 @@
 """The sockets and RTP/RTCP mechanics of one plain RTP endpoint (rtpbridge §3.3, §3.6, §3.10).
 
 `RtpTransport` owns an even/odd UDP port pair and does what every plain RTP endpoint needs below
-routing: RTCP demux, RTP parse, symmetric-RTP learning, the no-send-before-the-peer-sent guard,
-own SSRC and sequence numbers, reception stats, RTCP SR/BYE/RTT, and RFC 4733 digit injection.
-The engine's RtpEndpoint wraps it. SRTP is not implemented here.
+routing: RTCP demux, RTP parse, symmetric-RTP learning (sending starts at once to the SDP's
+address and follows the peer's source during the learning window), own SSRC and sequence
+numbers, reception stats, RTCP SR/BYE/RTT, and RFC 4733 digit injection. The engine's RtpEndpoint wraps it. SRTP is not implemented here.
 
 Hot path: `datagram_received` is bound straight to `_receive_rtp`; a packet is parsed once into
 views of the datagram and handed to `on_packet` synchronously; `forward` and `send` build one
@@ -400,11 +400,11 @@ class RtpTransport:
     ) -> bool:
         """Send one RTP packet with our SSRC and next sequence number.
 
-        Returns False, sending nothing, until the peer has sent RTP (NAT guard) or after close.
-        `timestamp` is in RTP clock units and may be passed unwrapped.
+        Goes to the SDP's address from the start (a receive-only peer or a recorder may never
+        send); returns False, sending nothing, without a target or after close. `timestamp` is in RTP clock units and may be passed unwrapped.
         """
         target = self._rtp_target
-        if self._remote_ssrc is None or target is None or self._closed:
+        if target is None or self._closed:
             return False
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
@@ -418,9 +418,9 @@ class RtpTransport:
 
     def forward(self, packet: RtpPacket, payload_type: int) -> bool:
         """Passthrough: resend `packet` with our PT, SSRC and sequence; timestamp, marker and
-        payload kept (CSRCs, extension and padding dropped). Same guard and result as `send`."""
+        payload kept (CSRCs, extension and padding dropped). Same result as `send`."""
         target = self._rtp_target
-        if self._remote_ssrc is None or target is None or self._closed:
+        if target is None or self._closed:
             return False
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
@@ -515,16 +515,21 @@ class RtpTransport:
             self._rtcp_transport.sendto(data, self._rtcp_target)  # type: ignore[union-attr]
         self.rtcp_packets_sent += 1
 
+    @property
+    def _in_contact(self) -> bool:
+        """RTP has flowed either way, so RTCP has something to report."""
+        return self._remote_ssrc is not None or self.sent_packets > 0
+
     def _send_report(self, now: float) -> bool:
-        """Send an SR if the peer is known (remote SSRC and an RTCP address); True if sent."""
-        if self._remote_ssrc is None or self._rtcp_target is None or self._closed:
+        """Send an SR once RTP has flowed either way (to the RTCP address); True if sent."""
+        if not self._in_contact or self._rtcp_target is None or self._closed:
             return False
         self._send_rtcp(self._report_packet(now))
         return True
 
     def send_bye(self, reason: str | None = None) -> bool:
-        """Send SR + SDES + BYE if the peer is known; True if sent. `close` calls it."""
-        if self._remote_ssrc is None or self._rtcp_target is None or self._closed:
+        """Send SR + SDES + BYE once RTP has flowed either way; True if sent. `close` calls it."""
+        if not self._in_contact or self._rtcp_target is None or self._closed:
             return False
         self._send_rtcp(self._report_packet(self._now()) + rtcp.build_goodbye([self.ssrc], reason))
         return True
