@@ -3,7 +3,8 @@
 `RtpTransport` owns an even/odd UDP port pair and does what every plain RTP endpoint needs below
 routing: RTCP demux, RTP parse, symmetric-RTP learning (sending starts at once to the SDP's
 address and follows the peer's source during the learning window), own SSRC and sequence
-numbers, reception stats, RTCP SR/BYE/RTT, and RFC 4733 digit injection. The engine's RtpEndpoint wraps it. SRTP is not implemented here.
+numbers, reception stats, RTCP SR/BYE/RTT, and RFC 4733 digit injection. The engine's
+RtpEndpoint wraps it. SRTP is not implemented here.
 
 Hot path: `datagram_received` is bound straight to `_receive_rtp`; a packet is parsed once into
 views of the datagram and handed to `on_packet` synchronously; `forward` and `send` build one
@@ -401,7 +402,8 @@ class RtpTransport:
         """Send one RTP packet with our SSRC and next sequence number.
 
         Goes to the SDP's address from the start (a receive-only peer or a recorder may never
-        send); returns False, sending nothing, without a target or after close. `timestamp` is in RTP clock units and may be passed unwrapped.
+        send); returns False, sending nothing, without a target or after close. `timestamp` is
+        in RTP clock units and may be passed unwrapped.
         """
         target = self._rtp_target
         if target is None or self._closed:
