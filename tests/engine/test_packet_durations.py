@@ -1,0 +1,207 @@
+"""Transcoding with any packet duration a peer sends, and the packet duration a peer asks for.
+
+Real UDP peers on loopback send a 440 Hz tone in real time in 10-60 ms packets or irregular
+ones (G.711 and G.722 cut anywhere; Opus in each of its frame durations); the receiver asks for
+its own packet duration with `a=ptime` / `a=maxptime` and never sends a packet itself. What
+arrives must be in packets of the asked duration with timestamps one packet apart, keep pitch
+and continuity, and arrive about as paced as it was sent. All cases run at once (about 1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callbridge.engine.manager import SessionManager
+from callbridge.media.codecs import (
+    CodecSpec,
+    codec_by_name,
+    create_decoder,
+    create_encoder,
+)
+from callbridge.media.rtp import RtpPacket
+from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, free_port_range
+from tests.engine.tone_checks import CODECS, analyse, offer, sine
+
+FREQUENCY = 440.0
+TONE_S = 0.8
+IRREGULAR_MS = (23, 17, 25, 15, 21, 19)
+"""Packet durations of an irregular sender (20 ms on average)."""
+SENT_MS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "pcmu": ((10,), (20,), (30,), (40,), (60,), IRREGULAR_MS),
+    "pcma": ((30,), IRREGULAR_MS, (60,)),
+    "g722": ((10,), (30,), (60,), IRREGULAR_MS),
+    "opus": ((10,), (20,), (40,), (60,)),
+}
+ASKED: tuple[tuple[int | None, int | None, int, int], ...] = (
+    (None, None, 20, 20),
+    (10, None, 10, 10),
+    (30, None, 30, 20),
+    (40, None, 40, 40),
+    (60, None, 60, 60),
+    (60, 40, 40, 40),
+)
+"""(a=ptime, a=maxptime, packet ms expected for G.711/G.722, for Opus: no 30 ms Opus frame)."""
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
+    """An engine with ports for every case at once."""
+    engine = SessionManager(engine_config(tmp_path, rtp_port_range=free_port_range(60)))
+    await engine.start()
+    yield engine
+    await engine.shutdown(0)
+
+
+@dataclass
+class Case:
+    source: str
+    sent_ms: tuple[int, ...]
+    destination: str
+    ptime_ms: int | None
+    maxptime_ms: int | None
+    expected_ms: int
+
+    def __str__(self) -> str:
+        asked = f"ptime {self.ptime_ms}, maxptime {self.maxptime_ms}"
+        return f"{self.source} {self.sent_ms} ms -> {self.destination} ({asked})"
+
+
+def cases() -> list[Case]:
+    """Every ordered codec pair, each with several sent and asked durations."""
+    found = []
+    pairs = [(s, d) for s, d in itertools.product(CODECS, CODECS) if s != d]
+    for index, (source, destination) in enumerate(pairs * 2):
+        sent = SENT_MS[source][index % len(SENT_MS[source])]
+        ptime, maxptime, expected, expected_opus = ASKED[index % len(ASKED)]
+        expected = expected_opus if destination == "opus" else expected
+        found.append(Case(source, sent, destination, ptime, maxptime, expected))
+    return found
+
+
+def spec_of(codec: str) -> CodecSpec:
+    spec = codec_by_name(codec)
+    assert spec is not None
+    return spec.with_payload_type(CODECS[codec][0])
+
+
+def payloads(codec: str, durations: tuple[int, ...]) -> list[tuple[bytes, int, float]]:
+    """(payload, RTP timestamp step, seconds) of every packet of the tone, in order.
+
+    G.711 and G.722 code every sample pair on its own, so one continuous encoding is cut at
+    any millisecond; Opus is encoded by one encoder per (regular) duration.
+    """
+    spec = spec_of(codec)
+    rate = spec.sample_rate
+    total = int(TONE_S * rate)
+    packets = []
+    if codec == "opus":
+        (duration,) = durations
+        encoder = create_encoder(spec, duration)
+        size = rate * duration // 1000
+        for start in range(0, total - size + 1, size):
+            payload = encoder.encode(sine(FREQUENCY, rate, size, start))
+            packets.append((payload, 48 * duration, duration / 1000))
+        return packets
+    encoder = create_encoder(spec)
+    frame = spec.samples_per_frame
+    coded = b"".join(
+        encoder.encode(sine(FREQUENCY, rate, frame, start)) for start in range(0, total, frame)
+    )
+    offset = 0
+    for duration in itertools.cycle(durations):
+        size = 8 * duration  # PCMU, PCMA and G.722 carry 8 bytes per ms
+        if offset + size > len(coded):
+            break
+        packets.append((coded[offset : offset + size], 8 * duration, duration / 1000))
+        offset += size
+    return packets
+
+
+async def run_case(manager: SessionManager, case: Case) -> None:
+    session = manager.create_session(EventLog())
+    sender, receiver = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        _, answer = await session.create_from_offer(offer(sender.port, case.source), "sendrecv")
+        sender.use(answer)
+        await session.create_from_offer(
+            offer(receiver.port, case.destination, case.ptime_ms, case.maxptime_ms), "sendrecv"
+        )
+        arrivals: list[tuple[RtpPacket, float]] = []
+        receiving = asyncio.create_task(collect(receiver, arrivals))
+        packets = payloads(case.source, case.sent_ms)
+        await asyncio.sleep(0.1)  # every case has encoded its tone before any starts sending
+        started = time.monotonic()
+        elapsed = 0.0
+        for payload, step, seconds in packets:
+            delay = started + elapsed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sender.send(payload, CODECS[case.source][0], samples=step)
+            elapsed += seconds
+        await receiving
+        check(case, arrivals, elapsed)
+    finally:
+        sender.close()
+        receiver.close()
+        await session.destroy()
+
+
+async def collect(receiver: RtpPeer, arrivals: list[tuple[RtpPacket, float]]) -> None:
+    """Every packet with its arrival time, until none came for 0.3 s."""
+    try:
+        while True:
+            arrivals.append((await receiver.receive(within_s=0.3), time.monotonic()))
+    except TimeoutError:
+        pass
+
+
+def check(case: Case, arrivals: list[tuple[RtpPacket, float]], sent_s: float) -> None:
+    spec = spec_of(case.destination)
+    assert len(arrivals) > 10, case
+    packets = [packet for packet, _ in arrivals]
+    step = spec.clock_rate * case.expected_ms // 1000
+    sequences = {(b.sequence - a.sequence) & 0xFFFF for a, b in itertools.pairwise(packets)}
+    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
+    assert sequences == {1} and steps == {step}, (str(case), sequences, steps)
+    assert {packet.payload_type for packet in packets} == {spec.payload_type}
+    assert [packet.marker for packet in packets].count(True) == 1 and packets[0].marker
+    decoder = create_decoder(spec)
+    decoded = [decoder.decode(bytes(packet.payload)) for packet in packets]
+    packet_samples = spec.sample_rate * case.expected_ms // 1000
+    assert {len(pcm) // 2 for pcm in decoded} == {packet_samples}, str(case)
+    report = analyse(np.frombuffer(b"".join(decoded), "<i2"), spec.sample_rate)
+    report.assert_clean(FREQUENCY, str(case))
+    assert abs(report.duration_s - sent_s) < 0.07, (str(case), report)
+    # Paced as sent: each packet leaves about when its audio is due (bursts of one source or
+    # destination packet at most, plus scheduling slack on a shared machine).
+    first_packet, first_arrival = arrivals[0]
+    lateness = [
+        arrival
+        - first_arrival
+        - ((packet.timestamp - first_packet.timestamp) & 0xFFFFFFFF)
+        / step
+        * case.expected_ms
+        / 1000
+        for packet, arrival in arrivals
+    ]
+    spread = max(lateness) - min(lateness)
+    allowed = (max(case.sent_ms) + case.expected_ms) / 1000 + 0.05
+    assert spread < allowed, (str(case), spread)
+
+
+async def test_every_codec_pair_at_any_packet_duration_sent_and_asked(
+    manager: SessionManager,
+) -> None:
+    results = await asyncio.gather(
+        *(run_case(manager, case) for case in cases()), return_exceptions=True
+    )
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert not failures, "\n".join(map(repr, failures))
