@@ -25,6 +25,7 @@ from callbridge.media.codecs import (
     codec_by_name,
     create_decoder,
     create_encoder,
+    packet_duration_ms,
 )
 from callbridge.media.rtp import RtpPacket
 from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, free_port_range
@@ -92,7 +93,9 @@ def spec_of(codec: str) -> CodecSpec:
     return spec.with_payload_type(CODECS[codec][0])
 
 
-def payloads(codec: str, durations: tuple[int, ...]) -> list[tuple[bytes, int, float]]:
+def payloads(
+    codec: str, durations: tuple[int, ...], frequency: float = FREQUENCY, tone_s: float = TONE_S
+) -> list[tuple[bytes, int, float]]:
     """(payload, RTP timestamp step, seconds) of every packet of the tone, in order.
 
     G.711 and G.722 code every sample pair on its own, so one continuous encoding is cut at
@@ -100,20 +103,20 @@ def payloads(codec: str, durations: tuple[int, ...]) -> list[tuple[bytes, int, f
     """
     spec = spec_of(codec)
     rate = spec.sample_rate
-    total = int(TONE_S * rate)
+    total = int(tone_s * rate)
     packets = []
     if codec == "opus":
         (duration,) = durations
         encoder = create_encoder(spec, duration)
         size = rate * duration // 1000
         for start in range(0, total - size + 1, size):
-            payload = encoder.encode(sine(FREQUENCY, rate, size, start))
+            payload = encoder.encode(sine(frequency, rate, size, start))
             packets.append((payload, 48 * duration, duration / 1000))
         return packets
     encoder = create_encoder(spec)
     frame = spec.samples_per_frame
     coded = b"".join(
-        encoder.encode(sine(FREQUENCY, rate, frame, start)) for start in range(0, total, frame)
+        encoder.encode(sine(frequency, rate, frame, start)) for start in range(0, total, frame)
     )
     offset = 0
     for duration in itertools.cycle(durations):
@@ -138,20 +141,26 @@ async def run_case(manager: SessionManager, case: Case) -> None:
         receiving = asyncio.create_task(collect(receiver, arrivals))
         packets = payloads(case.source, case.sent_ms)
         await asyncio.sleep(0.1)  # every case has encoded its tone before any starts sending
-        started = time.monotonic()
-        elapsed = 0.0
-        for payload, step, seconds in packets:
-            delay = started + elapsed - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sender.send(payload, CODECS[case.source][0], samples=step)
-            elapsed += seconds
+        elapsed = await play(sender, case.source, packets)
         await receiving
         check(case, arrivals, elapsed)
     finally:
         sender.close()
         receiver.close()
         await session.destroy()
+
+
+async def play(sender: RtpPeer, codec: str, packets: list[tuple[bytes, int, float]]) -> float:
+    """Send `packets` in real time; returns how long they last, seconds."""
+    started = time.monotonic()
+    elapsed = 0.0
+    for payload, step, seconds in packets:
+        delay = started + elapsed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sender.send(payload, CODECS[codec][0], samples=step)
+        elapsed += seconds
+    return elapsed
 
 
 async def collect(receiver: RtpPeer, arrivals: list[tuple[RtpPacket, float]]) -> None:
@@ -205,3 +214,55 @@ async def test_every_codec_pair_at_any_packet_duration_sent_and_asked(
     )
     failures = [result for result in results if isinstance(result, BaseException)]
     assert not failures, "\n".join(map(repr, failures))
+
+
+PARTIES = (
+    ("pcmu", (30,), 410.0, 40),
+    ("g722", IRREGULAR_MS, 730.0, None),
+    ("opus", (60,), 1130.0, 60),
+)
+"""(codec, packet durations sent, tone Hz, a=ptime): tones with a fraction of a cycle per
+20 ms, so a lost or repeated mixer frame shows as a phase jump."""
+
+
+async def test_three_party_mix_with_different_packet_durations(manager: SessionManager) -> None:
+    """Each party hears both other tones, whole and continuous, in its own packet duration."""
+    session = manager.create_session(EventLog())
+    peers = [await RtpPeer.open() for _ in PARTIES]
+    try:
+        for peer, (codec, _, _, ptime_ms) in zip(peers, PARTIES, strict=True):
+            _, answer = await session.create_from_offer(
+                offer(peer.port, codec, ptime_ms), "sendrecv"
+            )
+            peer.use(answer)
+        tone_s = 1.2
+        tones = [payloads(codec, sent, hz, tone_s) for codec, sent, hz, _ in PARTIES]
+        arrivals: list[list[tuple[RtpPacket, float]]] = [[] for _ in PARTIES]
+        receiving = [
+            asyncio.create_task(collect(p, a)) for p, a in zip(peers, arrivals, strict=True)
+        ]
+        plays = (
+            play(peer, party[0], tone)
+            for peer, party, tone in zip(peers, PARTIES, tones, strict=True)
+        )
+        await asyncio.gather(*plays)
+        await asyncio.gather(*receiving)
+    finally:
+        for peer in peers:
+            peer.close()
+        await session.destroy()
+    for index, (codec, _, _, ptime_ms) in enumerate(PARTIES):
+        spec = spec_of(codec)
+        packets = [packet for packet, _ in arrivals[index]]
+        expected_ms = packet_duration_ms(spec, ptime_ms, None)
+        steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
+        assert steps == {spec.clock_rate * expected_ms // 1000}, (codec, steps)
+        decoder = create_decoder(spec)
+        pcm = b"".join(decoder.decode(bytes(packet.payload)) for packet in packets)
+        heard = np.frombuffer(pcm, "<i2")
+        for other, (_, _, frequency, _) in enumerate(PARTIES):
+            if other == index:
+                continue
+            report = analyse(heard, spec.sample_rate, near_hz=frequency, window_s=0.02)
+            report.assert_clean(frequency, f"{codec} hears {frequency} Hz")
+            assert abs(report.duration_s - tone_s) < 0.1, (codec, frequency, report)

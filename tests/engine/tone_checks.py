@@ -64,7 +64,7 @@ class ToneReport:
     duration_s: float
     """How long the tone lasts, from the first to the last loud sample."""
     gaps: int
-    """10 ms windows of the steady part in which the tone is missing or much weaker."""
+    """Windows of the steady part in which the tone is missing or much weaker."""
     jumps: int
     """Window boundaries where the tone's phase jumps: audio repeated or skipped."""
     largest_jump_rad: float
@@ -75,8 +75,17 @@ class ToneReport:
         assert self.gaps == 0 and self.jumps == 0, (label, self)
 
 
-def analyse(samples: np.ndarray[Any, Any], rate: int) -> ToneReport:
-    """Pitch, duration and continuity of the tone in int16 `samples` at `rate` Hz."""
+def analyse(
+    samples: np.ndarray[Any, Any],
+    rate: int,
+    near_hz: float | None = None,
+    window_s: float = WINDOW_S,
+) -> ToneReport:
+    """Pitch, duration and continuity of the tone in int16 `samples` at `rate` Hz.
+
+    `near_hz`: judge the component within 10 % of it (one tone of a mix); windows are then best
+    `window_s` = 20 ms, so that tones 300 Hz apart do not leak into each other.
+    """
     data = samples.astype(np.float64)
     loud = np.flatnonzero(np.abs(data) > 0.25 * np.abs(data).max())
     if len(loud) < 2:
@@ -84,16 +93,17 @@ def analyse(samples: np.ndarray[Any, Any], rate: int) -> ToneReport:
     duration_s = (loud[-1] - loud[0]) / rate
     edge = int(EDGE_S * rate)
     steady = data[loud[0] + edge : loud[-1] - edge]
-    pitch = _pitch(steady, rate)
-    window = int(WINDOW_S * rate)
+    pitch = _pitch(steady, rate, near_hz)
+    window = int(window_s * rate)
     count = len(steady) // window
     times = np.arange(window) / rate
-    reference = np.exp(-2j * np.pi * pitch * times)
+    weights = np.hanning(window)
+    reference = weights * np.exp(-2j * np.pi * pitch * times)
     amplitudes = np.empty(count)
     phases = np.empty(count)
     for index in range(count):
         start = index * window
-        value = np.dot(steady[start : start + window], reference) * 2 / window
+        value = np.dot(steady[start : start + window], reference) * 2 / weights.sum()
         amplitudes[index] = abs(value)
         # the window's phase, referred to the tone's start so a continuous tone keeps it
         phases[index] = np.angle(value) - 2 * np.pi * pitch * start / rate
@@ -104,11 +114,15 @@ def analyse(samples: np.ndarray[Any, Any], rate: int) -> ToneReport:
     return ToneReport(round(pitch, 2), round(duration_s, 3), gaps, jumps, round(largest, 3))
 
 
-def _pitch(data: np.ndarray[Any, Any], rate: int) -> float:
-    """Strongest frequency: 8x zero-padded FFT of a Hann window, parabolic peak interpolation."""
+def _pitch(data: np.ndarray[Any, Any], rate: int, near_hz: float | None) -> float:
+    """Strongest frequency (within 10 % of `near_hz` if given): 8x zero-padded FFT of a Hann
+    window, parabolic peak interpolation."""
     size = len(data) * 8
     spectrum = np.abs(np.fft.rfft((data - data.mean()) * np.hanning(len(data)), n=size))
-    peak = int(np.argmax(spectrum[1:-1])) + 1
+    low, high = 1, len(spectrum) - 1
+    if near_hz is not None:
+        low, high = int(near_hz * 0.9 * size / rate), int(near_hz * 1.1 * size / rate)
+    peak = int(np.argmax(spectrum[low:high])) + low
     left, middle, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
     shift = 0.5 * (left - right) / (left - 2 * middle + right)
     return float((peak + shift) * rate / size)
