@@ -142,7 +142,9 @@ async def run_case(manager: SessionManager, case: Case, ports: tuple[int, int], 
         await session.destroy()
     report = analyse(np.frombuffer(output.read_bytes(), "<i2"), rate)
     report.assert_clean(FREQUENCY, str(case))
-    assert abs(report.duration_s - TONE_S) < 0.05, (str(case), report)
+    # the tone's last part that does not fill a whole packet of the receiver's ptime stays
+    # behind until more audio comes (up to 40 ms of a 60 ms packet)
+    assert abs(report.duration_s - TONE_S) < 0.07, (str(case), report)
 
 
 async def test_ffmpeg_to_ffmpeg_through_callbridge_every_codec_pair(

@@ -54,7 +54,7 @@ def test_a_source_straddling_the_tick_boundary_loses_no_frame() -> None:
     fifo, taken = play(boundary_source(3000, 1, late_every=200), 3005)
     assert taken == list(range(3000))  # every frame once, in order
     assert fifo.dropped == 0
-    assert fifo.underruns <= 1 + 5  # the first late packet, and the ticks after the end
+    assert fifo.underruns <= 5  # only the ticks after the end: the cushion took every late one
 
 
 def test_sixty_ms_packets_straddling_the_boundary_lose_no_frame() -> None:
@@ -67,7 +67,7 @@ def test_a_faster_sender_is_trimmed_back_to_one_spare_frame() -> None:
     """A sender whose clock runs 1 % fast: latency stays bounded, the surplus is dropped."""
     arrivals = [[START + packet * FRAME_S * 0.99 - 0.005] for packet in range(2000)]
     fifo, taken = play(arrivals, 1980)
-    assert len(taken) == 1980
+    assert len(taken) == 1980 - 1  # the first tick holds the new input back
     assert taken == sorted(taken)
     assert 2000 - 1980 - 3 <= fifo.dropped <= 2000 - 1980
     assert taken[-1] >= 1995  # at most a few frames of latency at the end
@@ -78,4 +78,5 @@ def test_overflow_drops_the_oldest_frames_and_counts_them() -> None:
     for number in range(12):
         fifo.append(bytes([number]), START)
     assert fifo.dropped == 2
-    assert fifo.take(1, START + FRAME_S) == bytes([2])
+    assert fifo.take(1, START + FRAME_S) is None  # a new input is held one tick
+    assert fifo.take(2, START + 2 * FRAME_S) == bytes([2])

@@ -62,7 +62,7 @@ class ToneReport:
     pitch_hz: float
     """Frequency of the strongest component (interpolated FFT peak)."""
     duration_s: float
-    """How long the tone lasts, from the first to the last loud sample."""
+    """How long the tone lasts, in whole windows."""
     gaps: int
     """Windows of the steady part in which the tone is missing or much weaker."""
     jumps: int
@@ -84,29 +84,35 @@ def analyse(
     """Pitch, duration and continuity of the tone in int16 `samples` at `rate` Hz.
 
     `near_hz`: judge the component within 10 % of it (one tone of a mix); windows are then best
-    `window_s` = 20 ms, so that tones 300 Hz apart do not leak into each other.
+    `window_s` = 20 ms, so that tones 300 Hz apart do not leak into each other. The tone's
+    span is where its own level is above a quarter of its peak.
     """
     data = samples.astype(np.float64)
     loud = np.flatnonzero(np.abs(data) > 0.25 * np.abs(data).max())
     if len(loud) < 2:
         return ToneReport(0.0, 0.0, 0, 0, 0.0)
-    duration_s = (loud[-1] - loud[0]) / rate
+    data = data[loud[0] : loud[-1] + 1]
     edge = int(EDGE_S * rate)
-    steady = data[loud[0] + edge : loud[-1] - edge]
-    pitch = _pitch(steady, rate, near_hz)
+    pitch = _pitch(data[edge:-edge], rate, near_hz)
     window = int(window_s * rate)
-    count = len(steady) // window
+    count = len(data) // window
     times = np.arange(window) / rate
     weights = np.hanning(window)
     reference = weights * np.exp(-2j * np.pi * pitch * times)
-    amplitudes = np.empty(count)
-    phases = np.empty(count)
-    for index in range(count):
-        start = index * window
-        value = np.dot(steady[start : start + window], reference) * 2 / weights.sum()
-        amplitudes[index] = abs(value)
-        # the window's phase, referred to the tone's start so a continuous tone keeps it
-        phases[index] = np.angle(value) - 2 * np.pi * pitch * start / rate
+    values = np.array(
+        [
+            np.dot(data[index * window : (index + 1) * window], reference) * 2 / weights.sum()
+            for index in range(count)
+        ]
+    )
+    amplitudes = np.abs(values)
+    # each window's phase, referred to the tone's start, so a continuous tone keeps it
+    phases = np.angle(values) - 2 * np.pi * pitch * np.arange(count) * window / rate
+    present = np.flatnonzero(amplitudes > 0.25 * amplitudes.max())
+    duration_s = (present[-1] - present[0] + 1) * window / rate
+    edge_windows = -(-edge // window)
+    steady = slice(present[0] + edge_windows, present[-1] + 1 - edge_windows)
+    amplitudes, phases = amplitudes[steady], phases[steady]
     gaps = int(np.count_nonzero(amplitudes < 0.5 * np.median(amplitudes)))
     steps = np.angle(np.exp(1j * np.diff(phases)))
     largest = float(np.abs(steps).max()) if len(steps) else 0.0

@@ -73,6 +73,8 @@ _SPARE_FRAMES: Final = 1
 Trimming the last spare away would make each later late packet cost a gap in the mix and,
 once the next packet has caught up, a dropped frame: a source whose packets arrive just
 before the tick boundary would lose a frame for every packet delayed across it."""
+_RESTART_TICKS: Final = 5
+"""A mixer input idle for this many ticks (or new) restarts with a one-tick cushion."""
 _READY_MARGIN_S: Final = 0.0005
 """A packet must have arrived this long before a tick's nominal time to be mixed in it."""
 
@@ -173,12 +175,16 @@ class FrameFifo:
     per tick for every mixer that reads this input. An input that keeps more than
     `_SPARE_FRAMES` spare due frames at every tick for `_TRIM_AFTER_TICKS` ticks drops the
     excess, so a burst or a faster sender does not add latency for good; the one spare frame
-    left absorbs the next late packet. `dropped` counts trimmed and overflowed frames.
+    left absorbs the next late packet. A source that starts (or resumes after
+    `_RESTART_TICKS` idle ticks) from the network is held one tick, so that cushion exists from
+    its first packet on; a frame pushed during the tick is not held. `dropped` counts trimmed
+    and overflowed frames.
     """
 
     __slots__ = (
         "_current",
         "_frames",
+        "_idle_ticks",
         "_least_spare",
         "_spare_ticks",
         "_tick",
@@ -192,6 +198,7 @@ class FrameFifo:
         self._current: bytes | None = None
         self._spare_ticks = 0
         self._least_spare = _FIFO_FRAMES
+        self._idle_ticks = _RESTART_TICKS
         self.underruns = 0
         self.dropped = 0
 
@@ -217,7 +224,13 @@ class FrameFifo:
         if not due:
             self._spare_ticks = 0
             self._least_spare = _FIFO_FRAMES
+            self._idle_ticks += 1
             self.underruns += 1
+            self._current = None
+            return None
+        restarting = self._idle_ticks >= _RESTART_TICKS
+        self._idle_ticks = 0
+        if restarting and frames[0][0] != tick_time:
             self._current = None
             return None
         spare = due - 1
