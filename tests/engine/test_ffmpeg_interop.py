@@ -18,19 +18,18 @@ import asyncio
 import itertools
 import shutil
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from callbridge.engine.manager import SessionManager
 from callbridge.media.sdp import parse_sdp
 from tests.conftest import free_port_range
-from tests.engine.engine_peers import EventLog, engine_config
-from tests.engine.engine_peers import free_port_range as random_port_range
-from tests.engine.tone_checks import CODECS, analyse, offer
+from tests.engine.engine_peers import EventLog
+from tests.engine.tone_checks import CODECS, analyse, offer, roomy_manager
+
+__all__ = ["roomy_manager"]
 
 FREQUENCY = 440.0
 TONE_S = 1.0
@@ -50,14 +49,6 @@ def ffmpeg() -> str:
     path = shutil.which("ffmpeg")
     assert path is not None, "ffmpeg is a test dependency: `make test` installs it"
     return path
-
-
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
-    engine = SessionManager(engine_config(tmp_path, rtp_port_range=random_port_range(80)))
-    await engine.start()
-    yield engine
-    await engine.shutdown(0)
 
 
 async def bound(port: int) -> None:
@@ -148,7 +139,7 @@ async def run_case(manager: SessionManager, case: Case, ports: tuple[int, int], 
 
 
 async def test_ffmpeg_to_ffmpeg_through_callbridge_every_codec_pair(
-    manager: SessionManager, tmp_path: Path
+    roomy_manager: SessionManager, tmp_path: Path
 ) -> None:
     all_cases = cases()
     start, _ = free_port_range(2 * len(all_cases))
@@ -158,7 +149,7 @@ async def test_ffmpeg_to_ffmpeg_through_callbridge_every_codec_pair(
         work = tmp_path / f"case{index}"
         work.mkdir()
         async with slots:
-            await run_case(manager, case, (start + 4 * index, start + 4 * index + 2), work)
+            await run_case(roomy_manager, case, (start + 4 * index, start + 4 * index + 2), work)
 
     results = await asyncio.gather(
         *(run(index, case) for index, case in enumerate(all_cases)), return_exceptions=True

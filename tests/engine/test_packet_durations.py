@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from callbridge.engine.manager import SessionManager
 from callbridge.media.codecs import (
@@ -28,8 +25,10 @@ from callbridge.media.codecs import (
     packet_duration_ms,
 )
 from callbridge.media.rtp import RtpPacket
-from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, free_port_range
-from tests.engine.tone_checks import CODECS, analyse, offer, sine
+from tests.engine.engine_peers import EventLog, RtpPeer
+from tests.engine.tone_checks import CODECS, analyse, offer, roomy_manager, sine
+
+__all__ = ["roomy_manager"]
 
 FREQUENCY = 440.0
 TONE_S = 0.8
@@ -50,15 +49,6 @@ ASKED: tuple[tuple[int | None, int | None, int, int], ...] = (
     (60, 40, 40, 40),
 )
 """(a=ptime, a=maxptime, packet ms expected for G.711/G.722, for Opus: no 30 ms Opus frame)."""
-
-
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
-    """An engine with ports for every case at once."""
-    engine = SessionManager(engine_config(tmp_path, rtp_port_range=free_port_range(60)))
-    await engine.start()
-    yield engine
-    await engine.shutdown(0)
 
 
 @dataclass
@@ -207,10 +197,10 @@ def check(case: Case, arrivals: list[tuple[RtpPacket, float]], sent_s: float) ->
 
 
 async def test_every_codec_pair_at_any_packet_duration_sent_and_asked(
-    manager: SessionManager,
+    roomy_manager: SessionManager,
 ) -> None:
     results = await asyncio.gather(
-        *(run_case(manager, case) for case in cases()), return_exceptions=True
+        *(run_case(roomy_manager, case) for case in cases()), return_exceptions=True
     )
     failures = [result for result in results if isinstance(result, BaseException)]
     assert not failures, "\n".join(map(repr, failures))
@@ -225,9 +215,11 @@ PARTIES = (
 20 ms, so a lost or repeated mixer frame shows as a phase jump."""
 
 
-async def test_three_party_mix_with_different_packet_durations(manager: SessionManager) -> None:
+async def test_three_party_mix_with_different_packet_durations(
+    roomy_manager: SessionManager,
+) -> None:
     """Each party hears both other tones, whole and continuous, in its own packet duration."""
-    session = manager.create_session(EventLog())
+    session = roomy_manager.create_session(EventLog())
     peers = [await RtpPeer.open() for _ in PARTIES]
     try:
         for peer, (codec, _, _, ptime_ms) in zip(peers, PARTIES, strict=True):

@@ -1,4 +1,5 @@
-"""Test support: what a received test tone says about the path it took, and SDP for peers.
+"""Test support: what a received test tone says about the path it took; SDP and an engine
+with many ports for the peers.
 
 A pure sine goes in; what comes out must have the same pitch (FFT, to well under 1 %) and be
 continuous: no gap (a window without the tone) and no repeated or skipped audio (a jump in the
@@ -8,10 +9,16 @@ start-up and fade-out.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+
+from callbridge.engine.manager import SessionManager
+from tests.engine.engine_peers import engine_config, free_port_range
 
 WINDOW_S = 0.010
 """Length of the windows that continuity is judged on."""
@@ -28,6 +35,15 @@ CODECS: dict[str, tuple[int, str, int]] = {
     "opus": (111, "opus/48000/2", 48000),
 }
 """Codec name: (payload type, rtpmap, audio sample rate in Hz)."""
+
+
+@pytest.fixture
+async def roomy_manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
+    """An engine with ports for many cases run at once (80 pairs)."""
+    engine = SessionManager(engine_config(tmp_path, rtp_port_range=free_port_range(80)))
+    await engine.start()
+    yield engine
+    await engine.shutdown(0)
 
 
 def sine(frequency: float, rate: int, samples: int, start: int = 0, level: float = 8000) -> bytes:
