@@ -153,7 +153,7 @@ class SessionDescription(msgspec.Struct, frozen=True):
     direction: str = "sendrecv"
     ptime_ms: int | None = None
     maxptime_ms: int | None = None
-    """`a=maxptime`: the longest packet the peer takes, ms (RFC 4566 §6)."""
+    """`a=maxptime`: the longest packet the peer takes, ms (RFC 4566 section 6)."""
     webrtc: bool = False
 
     @property
