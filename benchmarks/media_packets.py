@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.rtcp import (
@@ -17,7 +18,8 @@ from callbridge.media.rtcp import (
     build_sender_report,
     parse_rtcp,
 )
-from callbridge.media.rtp import build_rtp, parse_rtp, rewrite_rtp_header, with_rtp_header
+from callbridge.media.rtp import build_rtp, parse_rtp, parse_rtp_datagram
+from callbridge.media.rtp_stream import RtpStream, Transmit
 from callbridge.media.sdp import parse_sdp
 from callbridge.media.telephone_event import DtmfDetector, dtmf_packets
 
@@ -47,29 +49,32 @@ def report(name: str, microseconds: float) -> None:
 def main() -> None:
     count = 2_000 if "--quick" in sys.argv else 50_000
     packet = build_rtp(0, 1234, 160_000, 0x12345678, bytes(160))  # 172-byte PCMU packet
-    buffer = bytearray(packet)
+    payload = packet[12:]
 
     report("parse_rtp (172 B PCMU)", measure(lambda: parse_rtp(packet), count))
+    report(
+        "parse_rtp_datagram (plain header fast path)",
+        measure(lambda: parse_rtp_datagram(packet), count),
+    )
 
-    def rewrite_in_place() -> None:
-        rewrite_rtp_header(buffer, 96, False, 5678, 320_000, 0xCAFEBABE)
+    source = ("192.0.2.10", 40000)
+    no_op = cast(Transmit, slice)  # a C callable that takes (datagram, address): no Python frame
+    stream = RtpStream(0.0, unix_offset=0.0, transmit_rtp=no_op)
+    stream.set_remote(source, None, rtcp_mux=True)
+    datagrams = [build_rtp(0, index, 160 * index, 0x12345678, bytes(160)) for index in range(2000)]
+    stream.receive_rtp(datagrams[0], source, 0.0)
+    arrivals = iter(range(10**9))
 
-    def copy_and_rewrite() -> bytearray:
-        return with_rtp_header(packet, 96, False, 5678, 320_000, 0xCAFEBABE)
+    def receive() -> None:
+        now = next(arrivals) * 0.02
+        for datagram in datagrams:
+            stream.receive_rtp(datagram, source, now)
 
-    def parse_and_build() -> bytes:
-        parsed = parse_rtp(packet)
-        return build_rtp(96, 5678, parsed.timestamp, 0xCAFEBABE, parsed.payload)
-
-    in_place = measure(rewrite_in_place, count)
-    copied = measure(copy_and_rewrite, count)
-    baseline = measure(parse_and_build, count)
-    report("rewrite_rtp_header (in place)", in_place)
-    report("with_rtp_header (copy + rewrite)", copied)
-    report("baseline: parse_rtp + build_rtp", baseline)
-    print(
-        f"{'  ratio baseline / in place, baseline / copy':<52} {baseline / in_place:8.1f}x"
-        f" {baseline / copied:5.1f}x"
+    timestamps = iter(range(0, 10**12, 160))
+    report("RtpStream.receive_rtp (per packet)", measure(receive, count // 2000 or 1) / 2000)
+    report(
+        "RtpStream.send (172 B, no-op sink)",
+        measure(lambda: stream.send(payload, 0, next(timestamps)), count),
     )
 
     report(

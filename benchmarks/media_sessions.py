@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from callbridge.engine.offers import create_from_offer
 from rtp_load import generator_entry, offer_sdp
 
 LOCAL = ("127.0.0.1", 0)
@@ -155,7 +156,7 @@ async def run_case(
             session = manager.create_session(lambda name, data, critical: None)
             created.append(session)
             for codec, port in zip(codecs, group, strict=True):
-                _, answer = await session.create_from_offer(offer_sdp(codec, port), "sendrecv")
+                _, answer = await create_from_offer(session, offer_sdp(codec, port), "sendrecv")
                 port_line = next(line for line in answer.split("\r\n") if line.startswith("m="))
                 targets.append(int(port_line.split()[1]))
     conn.send(targets)

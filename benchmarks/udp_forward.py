@@ -1,4 +1,4 @@
-"""CPU per forwarded RTP packet: RtpTransport (receive on A, `forward` on B) vs a bare relay.
+"""CPU per forwarded RTP packet: RtpTransport (receive on A, `send` on B) vs a bare relay.
 
 The load runs in a child process (blocking sockets, at most `--window` packets in flight, so
 nothing is dropped): it sends 172-byte PCMU packets to the relay's input port and counts them
@@ -129,10 +129,10 @@ async def measure(relay_kind: str, packets: int, window: int) -> tuple[float, fl
             allocator, HOST, on_packet=on_activation, on_rtcp_bye=lambda ssrcs, reason: None
         )
         side_b.set_remote(sink, None, rtcp_mux=True)
-        forward = side_b.forward
+        send = side_b.send
 
         def passthrough(packet: RtpPacket, arrival: float) -> None:
-            forward(packet, 0)
+            send(packet.payload, 0, packet.timestamp, packet.marker)
 
         side_a = await RtpTransport.open(
             allocator, HOST, on_packet=passthrough, on_rtcp_bye=lambda ssrcs, reason: None

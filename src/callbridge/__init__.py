@@ -12,8 +12,9 @@ The SDK in one import::
             await call.send_audio(frame)
 """
 
-from callbridge.rtvbp.application import Application, Call, first_l16, prefer_sample_rate
+from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.babelforce_v1 import AudioCodec, CallInfo, DtmfEvent
+from callbridge.rtvbp.codecs import first_l16, prefer_sample_rate
 from callbridge.rtvbp.errors import (
     RemoteError,
     RequestTimeoutError,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from callbridge.engine.bridge_endpoint import bridge
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
 from callbridge.media.codecs import OPUS, PCMU, create_decoder, create_encoder
 from callbridge.media.pcm import as_samples
@@ -25,7 +27,7 @@ __all__ = ["manager"]
 
 async def leg(session: MediaSession, codecs: str) -> RtpPeer:
     peer = await RtpPeer.open()
-    _, answer = await session.create_from_offer(peer.offer(codecs), "sendrecv")
+    _, answer = await create_from_offer(session, peer.offer(codecs), "sendrecv")
     peer.use(answer)
     return peer
 
@@ -35,7 +37,7 @@ async def test_bridge_carries_audio_both_ways(manager: SessionManager) -> None:
     second = manager.create_session(EventLog())
     alice = await leg(first, "pcmu")
     bob = await leg(second, "opus")
-    mine, theirs = await first.bridge(second.id, "sendrecv")
+    mine, theirs = await bridge(first, second.id, "sendrecv", manager.get)
     assert first.endpoints[mine].info()["codec"] == "L16/48000"
     assert second.endpoints[theirs].info()["endpoint_type"] == "bridge"
     assert second.endpoints[theirs].state == "connected"
@@ -59,7 +61,7 @@ async def test_bridge_carries_audio_both_ways(manager: SessionManager) -> None:
 async def test_removing_one_side_removes_the_pair(manager: SessionManager) -> None:
     first = manager.create_session(EventLog())
     second = manager.create_session(EventLog())
-    mine, theirs = await first.bridge(second.id, "sendrecv")
+    mine, theirs = await bridge(first, second.id, "sendrecv", manager.get)
     await second.remove_endpoint(theirs)
     assert mine not in first.endpoints and second.endpoints == {}
 
@@ -71,7 +73,7 @@ async def test_destroying_one_session_leaves_the_other_side(tmp_path: Path) -> N
         events = EventLog()
         first = engine.create_session(EventLog())
         second = engine.create_session(events)
-        _, theirs = await first.bridge(second.id, "sendrecv")
+        _, theirs = await bridge(first, second.id, "sendrecv", engine.get)
         await first.destroy()
         assert second.endpoints[theirs].state == "connected"
         [timeout] = await events.wait_for("endpoint.media_timeout")

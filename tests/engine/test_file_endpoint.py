@@ -12,8 +12,11 @@ import pytest
 from aiohttp import web
 
 from callbridge.engine.errors import EngineError
+from callbridge.engine.file_endpoint import create_with_file
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.codecs import PCMU, create_decoder
 from callbridge.media.pcm import as_samples
 from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, engine_config, sine_pcm
@@ -40,7 +43,7 @@ async def media(tmp_path: Path) -> AsyncIterator[tuple[SessionManager, Path]]:
 
 async def listener(session: MediaSession) -> RtpPeer:
     peer = await RtpPeer.open()
-    _, answer = await session.create_from_offer(peer.offer("pcmu"), "sendrecv")
+    _, answer = await create_from_offer(session, peer.offer("pcmu"), "sendrecv")
     peer.use(answer)
     peer.send(b"\xff" * 160)  # the engine sends to a peer only after it has sent
     return peer
@@ -58,7 +61,7 @@ async def test_file_is_heard_loops_and_finishes(media: tuple[SessionManager, Pat
     events = EventLog()
     session = engine.create_session(events)
     peer = await listener(session)
-    endpoint_id = await session.create_with_file("tone.wav", loop_count=2)
+    endpoint_id = await create_with_file(session, "tone.wav", loop_count=2)
     assert session.endpoints[endpoint_id].info()["state"] == "playing"
     assert session.endpoints[endpoint_id].direction == "sendonly"
     [finished] = await events.wait_for("endpoint.file.finished")
@@ -76,7 +79,7 @@ async def test_seek_pause_resume(media: tuple[SessionManager, Path]) -> None:
     write_wav(media_dir / "long.wav", 500, 2.0)
     events = EventLog()
     session = engine.create_session(events)
-    endpoint_id = await session.create_with_file("long.wav", loop_count=None)
+    endpoint_id = await create_with_file(session, "long.wav", loop_count=None)
     await session.file_pause(endpoint_id)
     await session.file_pause(endpoint_id)  # no-op
     await session.file_seek(endpoint_id, 1500)
@@ -88,11 +91,11 @@ async def test_seek_pause_resume(media: tuple[SessionManager, Path]) -> None:
         ("playing", "paused"),
         ("paused", "playing"),
     ]
-    tone_id = await session.create_tone("beep", None, None)
+    tone_id = await create_tone(session, "beep", None, None)
     for call in (session.file_seek(tone_id, 0), session.file_pause(tone_id)):
         with pytest.raises(EngineError, match="Not a file endpoint"):
             await call
-    finite = await session.create_with_file("long.wav", start_ms=1900)
+    finite = await create_with_file(session, "long.wav", start_ms=1900)
     await events.wait_for("endpoint.file.finished")
     with pytest.raises(EngineError, match="Cannot seek in state Finished"):
         await session.file_seek(finite, 0)
@@ -117,7 +120,7 @@ async def test_local_files_are_confined_to_media_dir(
         ("corrupt.wav", "Cannot play file"),
     ):
         with pytest.raises(EngineError) as error:
-            await session.create_with_file(source)
+            await create_with_file(session, source)
         assert error.value.code == "ENDPOINT_ERROR" and message in error.value.message, source
     assert session.endpoints == {}
 
@@ -128,7 +131,7 @@ async def test_local_playback_disabled_without_media_dir(tmp_path: Path) -> None
     try:
         session = engine.create_session(EventLog())
         with pytest.raises(EngineError, match="Local file playback is disabled"):
-            await session.create_with_file("a.wav")
+            await create_with_file(session, "a.wav")
     finally:
         await engine.shutdown(0)
 
@@ -167,7 +170,7 @@ async def test_url_download_plays_after_buffering(
     events = EventLog()
     session = engine.create_session(events)
     peer = await listener(session)
-    endpoint_id = await session.create_with_file(f"{base}/tone.wav")
+    endpoint_id = await create_with_file(session, f"{base}/tone.wav")
     assert session.endpoints[endpoint_id].state == "buffering"
     [change] = await events.wait_for("endpoint.state_changed")
     assert change == {"endpoint_id": endpoint_id, "old_state": "buffering", "new_state": "playing"}
@@ -185,7 +188,7 @@ async def test_url_downloads_are_deduplicated_across_sessions(
     logs = [EventLog() for _ in range(4)]
     for log in logs:
         session = engine.create_session(log)
-        await session.create_with_file(f"{base}/tone.wav")
+        await create_with_file(session, f"{base}/tone.wav")
     for log in logs:
         await log.wait_for("endpoint.state_changed")
     assert requests == ["/tone.wav"]
@@ -199,8 +202,8 @@ async def test_url_failures_remove_the_endpoint_with_an_error_event(
     base, _ = http_files
     events = EventLog()
     session = engine.create_session(events)
-    missing = await session.create_with_file(f"{base}/missing.wav")
-    slow = await session.create_with_file(f"{base}/slow.wav", timeout_ms=100)
+    missing = await create_with_file(session, f"{base}/missing.wav")
+    slow = await create_with_file(session, f"{base}/slow.wav", timeout_ms=100)
     finished = await events.wait_for("endpoint.file.finished", 2)
     by_id = {event["endpoint_id"]: event for event in finished}
     assert by_id[missing]["reason"] == "error" and "404" in by_id[missing]["error"]
@@ -215,7 +218,7 @@ async def test_tone_is_heard_and_finishes(media: tuple[SessionManager, Path]) ->
     session = engine.create_session(events)
     peer = await listener(session)
     await asyncio.sleep(0.03)
-    endpoint_id = await session.create_tone("sine", 1200.0, 400)
+    endpoint_id = await create_tone(session, "sine", 1200.0, 400)
     assert session.endpoints[endpoint_id].info() == {
         "endpoint_id": endpoint_id,
         "endpoint_type": "tone",
@@ -230,6 +233,6 @@ async def test_tone_is_heard_and_finishes(media: tuple[SessionManager, Path]) ->
     assert 19 <= len(audio) // 160 <= 20
     assert abs(dominant_frequency(audio, 8000) - 1200) < 15
     with pytest.raises(EngineError) as error:
-        await session.create_tone("sine", 5.0, None)
+        await create_tone(session, "sine", 5.0, None)
     assert error.value.code == "INVALID_PARAMS"
     peer.close()

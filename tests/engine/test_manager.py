@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from callbridge.engine.bridge_endpoint import bridge
 from callbridge.engine.errors import EngineError
+from callbridge.engine.file_endpoint import create_with_file
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer, create_offer
 from callbridge.engine.session import MediaSession
+from callbridge.engine.tone_endpoint import create_tone
 from tests.engine.engine_peers import EventLog, engine_config
 
 
@@ -70,7 +74,7 @@ async def test_orphan_timer_destroys_and_keeps_endpoints_until_then(tmp_path: Pa
     engine = await started(tmp_path, disconnect_timeout_s=0.1)
     try:
         session = engine.create_session(EventLog())
-        await session.create_from_offer("", "sendrecv")
+        await create_from_offer(session, "", "sendrecv")
         engine.orphan(session)
         await asyncio.sleep(0.02)
         assert session.alive and len(session.endpoints) == 1
@@ -128,12 +132,12 @@ async def test_no_leaked_tasks_or_sockets(tmp_path: Path) -> None:
     media_dir.mkdir()
     for _ in range(3):
         session = engine.create_session(EventLog())
-        await session.create_from_offer("", "sendrecv")
-        await session.create_offer("rtp", "sendrecv", None, False)
-        await session.create_tone("busy", None, None)
-        await session.create_with_file("http://127.0.0.1:9/none.wav", timeout_ms=50)
+        await create_from_offer(session, "", "sendrecv")
+        await create_offer(session, "rtp", "sendrecv", None, False)
+        await create_tone(session, "busy", None, None)
+        await create_with_file(session, "http://127.0.0.1:9/none.wav", timeout_ms=50)
         other = engine.create_session(EventLog())
-        await session.bridge(other.id, "sendrecv")
+        await bridge(session, other.id, "sendrecv", engine.get)
         await session.destroy()
         engine.orphan(other)
     await engine.shutdown(0)

@@ -7,6 +7,8 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
+from callbridge.engine.tone_endpoint import create_tone
 from tests.engine.engine_peers import EventLog, engine_config
 
 
@@ -15,8 +17,8 @@ async def test_counters_and_gauges_follow_sessions(tmp_path: Path) -> None:
     await engine.start()
     try:
         session = engine.create_session(EventLog())
-        endpoint_id = await session.create_tone("beep", None, None)
-        await session.create_from_offer("", "sendrecv")
+        endpoint_id = await create_tone(session, "beep", None, None)
+        await create_from_offer(session, "", "sendrecv")
         await session.remove_endpoint(endpoint_id)
         text = generate_latest(engine.metrics.registry).decode()
         for line in (

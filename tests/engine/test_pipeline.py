@@ -8,8 +8,10 @@ import itertools
 import numpy as np
 
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.engine.pipeline import FrameFifo, OutputStream
 from callbridge.engine.session import MediaSession
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.codecs import G722, OPUS, PCMA, PCMU, create_decoder, create_encoder
 from callbridge.media.pcm import as_samples
 from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, manager, sine_pcm
@@ -74,7 +76,7 @@ async def legs(session: MediaSession, *codecs: str) -> list[RtpPeer]:
     peers = []
     for codec in codecs:
         peer = await RtpPeer.open()
-        _, answer = await session.create_from_offer(peer.offer(codec), "sendrecv")
+        _, answer = await create_from_offer(session, peer.offer(codec), "sendrecv")
         peer.use(answer)
         peers.append(peer)
     return peers
@@ -196,7 +198,7 @@ async def test_timestamps_stay_continuous_across_passthrough_and_mixing(
     for index in range(60):
         alice.send(b"\x7f" * 160)
         if index == 15:
-            tone_id = await session.create_tone("beep", None, None)
+            tone_id = await create_tone(session, "beep", None, None)
         if index == 40:
             await session.remove_endpoint(tone_id)
         await asyncio.sleep(0.02)

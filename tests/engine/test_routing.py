@@ -1,4 +1,4 @@
-"""Routing table rules (rtpbridge §3.2): pure, including a property test over random sets."""
+"""Routing table rules: pure, including a property test over random sets."""
 
 from __future__ import annotations
 

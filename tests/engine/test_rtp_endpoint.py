@@ -9,6 +9,7 @@ import pytest
 
 from callbridge.engine.errors import EngineError
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer, create_offer
 from callbridge.engine.session import MediaSession
 from callbridge.media.sdp import parse_sdp
 from tests.engine.engine_peers import EventLog, RtpPeer, manager
@@ -20,7 +21,7 @@ async def rtp_leg(
     session: MediaSession, codecs: str = "pcmu", event_pt: int | None = 101
 ) -> tuple[str, RtpPeer]:
     peer = await RtpPeer.open()
-    endpoint_id, answer = await session.create_from_offer(peer.offer(codecs, event_pt), "sendrecv")
+    endpoint_id, answer = await create_from_offer(session, peer.offer(codecs, event_pt), "sendrecv")
     peer.use(answer)
     return endpoint_id, peer
 
@@ -71,7 +72,7 @@ async def test_passthrough_maps_dynamic_payload_types(manager: SessionManager) -
 async def test_answer_lists_supported_codecs_and_telephone_event(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
     peer = await RtpPeer.open()
-    endpoint_id, answer = await session.create_from_offer(peer.offer("g722,pcmu"), "sendrecv")
+    endpoint_id, answer = await create_from_offer(session, peer.offer("g722,pcmu"), "sendrecv")
     description = parse_sdp(answer)
     assert [codec.name for codec in description.codecs] == ["G722", "PCMU", "telephone-event"]
     info = session.info()["endpoints"][0]
@@ -87,10 +88,10 @@ async def test_answer_lists_supported_codecs_and_telephone_event(manager: Sessio
 
 async def test_lenient_offers_get_telephone_event_only(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
-    _, empty_answer = await session.create_from_offer("", "sendrecv")
+    _, empty_answer = await create_from_offer(session, "", "sendrecv")
     assert [codec.name for codec in parse_sdp(empty_answer).codecs] == ["telephone-event"]
     peer = await RtpPeer.open()
-    _, answer = await session.create_from_offer(peer.offer("", event_pt=None), "sendrecv")
+    _, answer = await create_from_offer(session, peer.offer("", event_pt=None), "sendrecv")
     assert [codec.name for codec in parse_sdp(answer).codecs] == ["telephone-event"]
     assert [entry["codec"] for entry in session.info()["endpoints"]] == [None, None]
     peer.close()
@@ -100,17 +101,17 @@ async def test_webrtc_and_srtp_offers_are_refused_clearly(manager: SessionManage
     session = manager.create_session(EventLog())
     webrtc = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\n"
     with pytest.raises(EngineError) as error:
-        await session.create_from_offer(webrtc, "sendrecv")
+        await create_from_offer(session, webrtc, "sendrecv")
     assert error.value.code == "ENDPOINT_ERROR" and "WebRTC" in error.value.message
     srtp = (
         "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/SAVP 0\r\n"
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40 + "\r\n"
     )
     with pytest.raises(EngineError) as error:
-        await session.create_from_offer(srtp, "sendrecv")
+        await create_from_offer(session, srtp, "sendrecv")
     assert error.value.code == "ENDPOINT_ERROR" and "SRTP" in error.value.message
     with pytest.raises(EngineError) as error:
-        await session.create_offer("webrtc", "sendrecv", None, False)
+        await create_offer(session, "webrtc", "sendrecv", None, False)
     assert error.value.code == "ENDPOINT_ERROR"
     assert session.endpoints == {}
 
@@ -119,7 +120,7 @@ async def test_create_offer_is_routable_only_after_accept_answer(manager: Sessio
     events = EventLog()
     session = manager.create_session(events)
     _, alice = await rtp_leg(session, "pcmu")
-    endpoint_id, offer = await session.create_offer("rtp", "sendrecv", ["pcmu", "nonsense"], False)
+    endpoint_id, offer = await create_offer(session, "rtp", "sendrecv", ["pcmu", "nonsense"], False)
     names = [codec.name for codec in parse_sdp(offer).codecs]
     assert names == ["PCMU", "telephone-event"]
     assert session.endpoints[endpoint_id].state == "connecting"
@@ -196,10 +197,10 @@ async def test_destroy_frees_ports_for_reuse(tmp_path) -> None:  # type: ignore[
     try:
         for _ in range(3):
             session = engine.create_session(EventLog())
-            await session.create_from_offer("", "sendrecv")
-            await session.create_from_offer("", "sendrecv")
+            await create_from_offer(session, "", "sendrecv")
+            await create_from_offer(session, "", "sendrecv")
             with pytest.raises(EngineError, match="No available port pairs"):
-                await session.create_from_offer("", "sendrecv")
+                await create_from_offer(session, "", "sendrecv")
             await session.destroy()
             assert engine.ports.in_use == 0
     finally:

@@ -215,41 +215,30 @@ async def test_exhaustion_and_reuse_through_transports(harness: Harness) -> None
     assert third.local_port == first.local_port
 
 
-# ---------------------------------------------------------------------------- send / forward
+# ---------------------------------------------------------------------------- send
 
 
 async def test_sending_starts_at_once_to_the_sdp_address(harness: Harness) -> None:
     """A receive-only peer (a recorder, a gateway waiting for media) never sends first."""
     transport, _ = await harness.transport()
     peer = await harness.peer()
+    assert transport.send(b"early", 0, 1) is False  # no target yet
     transport.set_remote(peer.address, None, rtcp_mux=True)
     transport.tick(harness.clock.value + 60)  # no RTCP before any RTP either way
-    assert transport.rtcp_packets_sent == 0
-    assert transport.remote_ssrc is None
+    assert transport.rtcp_packets_sent == 0 and transport.stream.remote_ssrc is None
 
     assert transport.send(b"\x01\x02\x03", 8, 0x1_0000_0005, marker=True) is True
     packet = parse_rtp(await peer.receive())  # the first datagram is this one: nothing earlier
     assert packet.payload_type == 8 and packet.marker
-    assert packet.timestamp == 5 and packet.ssrc == transport.ssrc
+    assert packet.timestamp == 5 and packet.ssrc == transport.stream.ssrc
     assert bytes(packet.payload) == b"\x01\x02\x03"
     transport.send(b"\x04", 8, 165)
     second = parse_rtp(await peer.receive())
     assert second.sequence == (packet.sequence + 1) & 0xFFFF and not second.marker
     assert transport.stats()["outbound"] == {"packets": 2, "bytes": 4}
-    transport.tick(harness.clock.value + 60)  # we are a sender now: our SR goes out
-    assert transport.rtcp_packets_sent == 1
-    assert isinstance(parse_rtcp(await peer.receive())[0], SenderReport)
 
 
-async def test_nothing_is_sent_without_a_target(harness: Harness) -> None:
-    transport, _ = await harness.transport()
-    assert transport.send(b"early", 0, 1) is False
-    transport.set_remote(("127.0.0.1", 0), None, rtcp_mux=False)
-    assert transport.send(b"early", 0, 1) is False
-    assert transport.sent_packets == 0
-
-
-async def test_forward_rewrites_pt_ssrc_sequence_and_keeps_the_rest(harness: Harness) -> None:
+async def test_passthrough_sends_our_pt_ssrc_sequence_and_keeps_the_rest(harness: Harness) -> None:
     side_a, recorder_a = await harness.transport()
     side_b, recorder_b = await harness.transport()
     peer_a, peer_b = await harness.peer(), await harness.peer()
@@ -272,11 +261,11 @@ async def test_forward_rewrites_pt_ssrc_sequence_and_keeps_the_rest(harness: Har
     for datagram in sources:
         peer_a.send(datagram, (HOST, side_a.local_port))
         incoming = await recorder_a.next()
-        assert side_b.forward(incoming, 96)
+        assert side_b.send(incoming.payload, 96, incoming.timestamp, incoming.marker)
         received.append(parse_rtp(await peer_b.receive()))
     first, second = received
     assert [p.payload_type for p in received] == [96, 96]
-    assert [p.ssrc for p in received] == [side_b.ssrc, side_b.ssrc]
+    assert [p.ssrc for p in received] == [side_b.stream.ssrc, side_b.stream.ssrc]
     assert second.sequence == (first.sequence + 1) & 0xFFFF
     assert (first.timestamp, first.marker, bytes(first.payload)) == (0xFFFFFFF0, True, b"voice-1")
     assert (second.timestamp, second.marker, bytes(second.payload)) == (0x90, False, b"voice-2")
@@ -293,28 +282,28 @@ async def test_symmetric_rtp_follows_the_source_within_the_window_then_locks(
     transport, recorder = await harness.transport()
     sdp_peer, nat_peer, late_peer = await harness.peer(), await harness.peer(), await harness.peer()
     transport.set_remote(sdp_peer.address, None, rtcp_mux=False)
-    assert transport.rtcp_target == (HOST, sdp_peer.address[1] + 1)
-    assert transport.learning
+    assert transport.stream.rtcp_target == (HOST, sdp_peer.address[1] + 1)
+    assert transport.stream.learning(harness.clock.value)
 
     harness.clock.value += 4.9
     nat_peer.send(rtp(1), (HOST, transport.local_port))
     await recorder.next()
-    assert transport.rtp_target == nat_peer.address
-    assert transport.rtcp_target == (HOST, nat_peer.address[1] + 1)
+    assert transport.stream.rtp_target == nat_peer.address
+    assert transport.stream.rtcp_target == (HOST, nat_peer.address[1] + 1)
     transport.send(b"x", 0, 0)
     assert bytes(parse_rtp(await nat_peer.receive()).payload) == b"x"
 
     harness.clock.value += 0.2  # window over: locked
-    assert not transport.learning
+    assert not transport.stream.learning(harness.clock.value)
     late_peer.send(rtp(2), (HOST, transport.local_port))
     assert (await recorder.next()).sequence == 2  # never filtered by source
-    assert transport.rtp_target == nat_peer.address
+    assert transport.stream.rtp_target == nat_peer.address
     assert transport.unexpected_source_packets == 1
 
     transport.reopen_learning_window()
     late_peer.send(rtp(3), (HOST, transport.local_port))
     await recorder.next()
-    assert transport.rtp_target == late_peer.address
+    assert transport.stream.rtp_target == late_peer.address
     assert transport.unexpected_source_packets == 1
 
 
@@ -322,9 +311,9 @@ async def test_rtcp_target_follows_the_rtp_source_under_rtcp_mux(harness: Harnes
     transport, recorder = await harness.transport()
     peer = await harness.peer()
     transport.set_remote(("0:0::1", 9), ("127.0.0.1", 4000), rtcp_mux=True)
-    assert transport.rtp_target == ("::1", 9) == transport.rtcp_target
+    assert transport.stream.rtp_target == ("::1", 9) == transport.stream.rtcp_target
     await activate(transport, recorder, peer)
-    assert transport.rtp_target == peer.address == transport.rtcp_target
+    assert transport.stream.rtp_target == peer.address == transport.stream.rtcp_target
 
 
 async def test_a_port_zero_target_is_none_and_the_first_source_is_learned_any_time(
@@ -333,10 +322,10 @@ async def test_a_port_zero_target_is_none_and_the_first_source_is_learned_any_ti
     transport, recorder = await harness.transport()
     peer = await harness.peer()
     transport.set_remote((HOST, 0), None, rtcp_mux=False)
-    assert transport.rtp_target is None and transport.rtcp_target is None
+    assert transport.stream.rtp_target is None and transport.stream.rtcp_target is None
     harness.clock.value += 60
     await activate(transport, recorder, peer)
-    assert transport.rtp_target == peer.address
+    assert transport.stream.rtp_target == peer.address
     assert transport.send(b"y", 0, 0)
     assert bytes(parse_rtp(await peer.receive()).payload) == b"y"
 
@@ -355,7 +344,7 @@ async def test_rtcp_mux_demux_on_the_rtp_port_and_sr_back_to_it(harness: Harness
 
     transport.tick(harness.clock.value + 5)
     packets = parse_rtcp(await peer.receive())
-    assert isinstance(packets[0], SenderReport) and packets[0].ssrc == transport.ssrc
+    assert isinstance(packets[0], SenderReport) and packets[0].ssrc == transport.stream.ssrc
 
 
 async def test_separate_rtcp_port_sr_on_tick_with_sender_info(harness: Harness) -> None:
@@ -377,7 +366,7 @@ async def test_separate_rtcp_port_sr_on_tick_with_sender_info(harness: Harness) 
     packets = parse_rtcp(await rtcp_peer.receive())
     report = packets[0]
     assert isinstance(report, SenderReport)
-    assert report.ssrc == transport.ssrc
+    assert report.ssrc == transport.stream.ssrc
     assert (report.packet_count, report.octet_count) == (4, 640)
     assert report.rtp_timestamp == 8000 + 160 * 3
     assert abs((report.ntp_timestamp >> 32) - 2_208_988_800 - time.time()) < 60
@@ -386,7 +375,7 @@ async def test_separate_rtcp_port_sr_on_tick_with_sender_info(harness: Harness) 
     assert block.extended_highest_sequence == 102
     assert block.cumulative_lost == 0 and block.last_sr == 0
     assert isinstance(packets[1], SourceDescription)
-    assert packets[1].chunks == ((transport.ssrc, transport.cname),)
+    assert packets[1].chunks == ((transport.stream.ssrc, transport.stream.cname),)
 
     transport.tick(opened + 9.9)
     assert transport.rtcp_packets_sent == 1
@@ -409,7 +398,7 @@ async def test_rtt_from_a_receiver_report_that_references_our_sr(harness: Harnes
     (our_sr, _) = parse_rtcp(await rtcp_peer.receive())
     assert isinstance(our_sr, SenderReport)
     held = int(0.25 * 65536)
-    block = ReportBlock(transport.ssrc, 0, 0, 0, 0, compact_ntp(our_sr.ntp_timestamp), held)
+    block = ReportBlock(transport.stream.ssrc, 0, 0, 0, 0, compact_ntp(our_sr.ntp_timestamp), held)
     harness.clock.value = sent_at + 0.25 + 0.080  # the reply arrives after 80 ms of network
     rtcp_peer.send(build_receiver_report(0x1234, [block]), (HOST, transport.local_port + 1))
     await until(lambda: transport.rtcp_packets_received == 1)
@@ -447,7 +436,7 @@ async def test_bye_calls_back_and_close_sends_our_bye(harness: Harness) -> None:
     await transport.wait_closed()
     packets = parse_rtcp(await rtcp_peer.receive())
     assert isinstance(packets[0], SenderReport)
-    assert packets[-1] == Goodbye((transport.ssrc,), "done")
+    assert packets[-1] == Goodbye((transport.stream.ssrc,), "done")
     assert transport.send(b"late", 0, 0) is False
 
 
@@ -455,7 +444,7 @@ async def test_no_bye_on_close_when_the_peer_never_sent(harness: Harness) -> Non
     transport, _ = await harness.transport()
     rtp_peer, _ = await harness.peer_pair()
     transport.set_remote(rtp_peer.address, None, rtcp_mux=False)
-    assert transport.send_bye() is False
+    assert transport.stream.send_bye(harness.clock.value) is False
     transport.close()
     await transport.wait_closed()
     assert transport.rtcp_packets_sent == 0
@@ -625,7 +614,7 @@ async def test_telephone_events_do_not_count_in_jitter(harness: Harness) -> None
 
 
 async def scenario() -> tuple[int, int]:
-    """Open, learn, forward, inject, report, close: the whole life of a transport."""
+    """Open, learn, pass through, inject, report, close: the whole life of a transport."""
     harness = Harness()
     try:
         side_a, recorder_a = await harness.transport()
@@ -635,7 +624,8 @@ async def scenario() -> tuple[int, int]:
         side_b.set_remote(peer_b_rtp.address, None, rtcp_mux=False)
         await activate(side_b, recorder_b, peer_b_rtp)
         peer_a.send(rtp(1, 320, payload=b"hello"), (HOST, side_a.local_port))
-        assert side_b.forward(await recorder_a.next(), 0)
+        incoming = await recorder_a.next()
+        assert side_b.send(incoming.payload, 0, incoming.timestamp, incoming.marker)
         assert bytes(parse_rtp(await peer_b_rtp.receive()).payload) == b"hello"
         side_b.start_dtmf("9", 20, 10, 101, 8000)
         for index in range(3):

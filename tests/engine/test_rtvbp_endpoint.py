@@ -14,10 +14,17 @@ import pytest
 
 from callbridge.engine.errors import EngineError
 from callbridge.engine.manager import SessionManager
-from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint, dtmf_tone_frames
+from callbridge.engine.offers import create_from_offer
+from callbridge.engine.rtvbp_control import (
+    create_rtvbp,
+    default_offers,
+    parse_codecs,
+    preferred_rate,
+)
+from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
 from callbridge.engine.rtvbp_outbound import OutboundRtvbpEndpoint, display_url
 from callbridge.engine.session import MediaSession
-from callbridge.engine.session_rtvbp import parse_codecs
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.auth import StaticTokenAuthenticator
@@ -56,7 +63,9 @@ async def settled(manager: SessionManager) -> None:
 
 async def phone_in(session: MediaSession) -> tuple[str, Phone]:
     phone = await Phone.open()
-    endpoint_id, answer = await session.create_from_offer(phone.peer.offer("pcmu", 101), "sendrecv")
+    endpoint_id, answer = await create_from_offer(
+        session, phone.peer.offer("pcmu", 101), "sendrecv"
+    )
     phone.peer.use(answer)
     phone.start()
     return endpoint_id, phone
@@ -104,7 +113,7 @@ async def test_phone_hears_itself_through_an_echo_agent(
         events = EventLog()
         session = engine.create_session(events)
         _, phone = await phone_in(session)
-        endpoint_id = await session.rtvbp.create(url, codecs=codecs)
+        endpoint_id = await create_rtvbp(session, url, codecs=codecs)
         assert session.endpoints[endpoint_id].state == "connecting"
         endpoint = await connected(session, events, endpoint_id)
         assert endpoint.codec == f"L16/{rate}"
@@ -130,7 +139,7 @@ async def test_added_latency_of_the_echo_path(engine: SessionManager) -> None:
         events = EventLog()
         session = engine.create_session(events)
         _, phone = await phone_in(session)
-        endpoint_id = await session.rtvbp.create(url, codecs=["L16/16000"])
+        endpoint_id = await create_rtvbp(session, url, codecs=["L16/16000"])
         await connected(session, events, endpoint_id)
         bursts: list[int] = []
         period = 15  # frames: a 60 ms burst of tone every 300 ms
@@ -188,7 +197,7 @@ async def test_barge_in_by_the_agent_clears_exactly_the_unplayed_audio(
         events = EventLog()
         session = engine.create_session(events)
         _, phone = await phone_in(session)
-        endpoint_id = await session.rtvbp.create(url)
+        endpoint_id = await create_rtvbp(session, url)
         endpoint = await connected(session, events, endpoint_id)
         assert isinstance(endpoint, OutboundRtvbpEndpoint) and endpoint.voice is not None
         await asyncio.wait_for(done.wait(), 5)
@@ -215,7 +224,7 @@ async def test_phone_digits_reach_the_agent_as_dtmf_events(engine: SessionManage
         events = EventLog()
         session = engine.create_session(events)
         phone_id, phone = await phone_in(session)
-        endpoint_id = await session.rtvbp.create(url)
+        endpoint_id = await create_rtvbp(session, url)
         await connected(session, events, endpoint_id)
         await asyncio.sleep(0.1)
         phone.press("5", 100)
@@ -254,7 +263,7 @@ async def test_agent_ends_the_leg_and_says_why(
     async with serve_application(Application(agent)) as url:
         events = EventLog()
         session = engine.create_session(events)
-        endpoint_id = await session.rtvbp.create(url)
+        endpoint_id = await create_rtvbp(session, url)
         assert (await ended(events, endpoint_id)) == {
             "endpoint_id": endpoint_id,
             "reason": reason,
@@ -285,17 +294,17 @@ async def test_variables_recording_and_agent_events(engine: SessionManager) -> N
     async with serve_application(Application(agent)) as url:
         events = EventLog()
         session = engine.create_session(events)
-        session.rtvbp.set_variables({"queue": "gold"})
-        endpoint_id = await session.rtvbp.create(url, metadata={"recording_consent": True})
+        session.set_variables({"queue": "gold"})
+        endpoint_id = await create_rtvbp(session, url, metadata={"recording_consent": True})
         await connected(session, events, endpoint_id)
         await events.wait_for("rtvbp.event", 5)
         assert seen["before"] == {"queue": "gold"}
-        assert session.rtvbp.get_variables(None) == {
+        assert session.get_variables(None) == {
             "queue": "gold",
             "customer": "Ada",
             "attempt": 2,
         }
-        assert session.rtvbp.get_variables(["attempt", "missing"]) == {"attempt": 2}
+        assert session.get_variables(["attempt", "missing"]) == {"attempt": 2}
         assert seen["recording"][0] == 501
         assert [(data["event"], data["data"]) for data in events.named("rtvbp.event")] == [
             ("audio.speech.started", {"origin": "sender"}),
@@ -327,7 +336,7 @@ async def test_removing_the_leg_hangs_up_gracefully(
     async with serve_application(Application(agent)) as url:
         events = EventLog()
         session = engine.create_session(events)
-        endpoint_id = await session.rtvbp.create(url)
+        endpoint_id = await create_rtvbp(session, url)
         await connected(session, events, endpoint_id)
         if remove:
             await session.remove_endpoint(endpoint_id)
@@ -345,7 +354,7 @@ async def test_dial_failures_end_the_leg_with_a_clear_reason(engine: SessionMana
     session = engine.create_session(events)
 
     async def failure(url: str, **options: Any) -> str:
-        endpoint_id = await session.rtvbp.create(url, **options)
+        endpoint_id = await create_rtvbp(session, url, **options)
         detail = await ended(events, endpoint_id)
         assert detail["reason"] == "failed"
         assert endpoint_id not in session.endpoints
@@ -356,7 +365,7 @@ async def test_dial_failures_end_the_leg_with_a_clear_reason(engine: SessionMana
     async with serve_application(locked) as url:
         assert "401" in await failure(url)
         assert "401" in await failure(url, bearer_token="wrong")
-        endpoint_id = await session.rtvbp.create(url, bearer_token="secret")
+        endpoint_id = await create_rtvbp(session, url, bearer_token="secret")
         await connected(session, events, endpoint_id)
         await session.remove_endpoint(endpoint_id)
         await settled(engine)
@@ -376,7 +385,7 @@ async def test_remove_while_dialling_cancels_the_dial(engine: SessionManager) ->
     async with raw_rtvbp_server(lambda frame: None) as url:
         events = EventLog()
         session = engine.create_session(events)
-        endpoint_id = await session.rtvbp.create(url)
+        endpoint_id = await create_rtvbp(session, url)
         await asyncio.sleep(0.1)
         await session.remove_endpoint(endpoint_id)
         await asyncio.sleep(0.1)
@@ -397,7 +406,7 @@ async def test_create_validates_url_codecs_and_direction(engine: SessionManager)
         ("ws://host/", {"direction": "both"}, "direction"),
     ):
         with pytest.raises(EngineError) as error:
-            await session.rtvbp.create(url, **options)
+            await create_rtvbp(session, url, **options)
         assert error.value.code == "INVALID_PARAMS" and fragment in error.value.message
     assert not session.endpoints
     await session.destroy()
@@ -405,19 +414,19 @@ async def test_create_validates_url_codecs_and_direction(engine: SessionManager)
 
 async def test_default_offers_follow_the_session(engine: SessionManager) -> None:
     session = engine.create_session(EventLog())
-    assert [codec.sample_rate for codec in session.rtvbp.default_offers()] == [
+    assert [codec.sample_rate for codec in default_offers(session)] == [
         8000,
         16000,
         24000,
         48000,
     ]
     _, phone = await phone_in(session)
-    assert session.rtvbp.preferred_rate() == 8000
+    assert preferred_rate(session) == 8000
     other = await Phone.open()
-    await session.create_from_offer(other.peer.offer("g722", 101), "sendrecv")
-    assert session.rtvbp.default_offers()[0].sample_rate == 16000
-    await session.create_tone("sine", 5000, None)  # above 3800 Hz: generated at 48 kHz
-    assert session.rtvbp.default_offers()[0].sample_rate == 48000
+    await create_from_offer(session, other.peer.offer("g722", 101), "sendrecv")
+    assert default_offers(session)[0].sample_rate == 16000
+    await create_tone(session, "sine", 5000, None)  # above 3800 Hz: generated at 48 kHz
+    assert default_offers(session)[0].sample_rate == 48000
     await phone.close()
     other.peer.close()
     await session.destroy()
@@ -432,8 +441,3 @@ def test_codec_parsing_and_helpers() -> None:
     assert display_url("wss://user:pw@agent.example:8443/v1?token=abc#x") == (
         "wss://agent.example:8443/v1"
     )
-    frames = dtmf_tone_frames("5", 100, 8000)
-    assert len(frames) == 5 + 3 and all(len(frame) == 320 for frame in frames)
-    low, high = sorted(strongest(b"".join(frames[:5]), 8000, 2))
-    assert abs(low - 770) < 20 and abs(high - 1336) < 20
-    assert rms(frames[-1]) == 0

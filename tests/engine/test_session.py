@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from callbridge.engine.bridge_endpoint import bridge
 from callbridge.engine.errors import EngineError
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.telephone_event import build_telephone_event
 from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, manager
@@ -22,7 +25,7 @@ async def leg(
     session: MediaSession, codecs: str = "pcmu", event_pt: int | None = 101
 ) -> tuple[str, RtpPeer]:
     peer = await RtpPeer.open()
-    endpoint_id, answer = await session.create_from_offer(peer.offer(codecs, event_pt), "sendrecv")
+    endpoint_id, answer = await create_from_offer(session, peer.offer(codecs, event_pt), "sendrecv")
     peer.use(answer)
     return endpoint_id, peer
 
@@ -47,22 +50,22 @@ async def test_every_endpoint_kind_counts_against_the_limit(tmp_path: Path) -> N
     engine = await started(tmp_path, max_endpoints_per_session=3)
     try:
         session = engine.create_session(EventLog())
-        await session.create_tone("beep", None, None)
-        await session.create_from_offer("", "sendrecv")
+        await create_tone(session, "beep", None, None)
+        await create_from_offer(session, "", "sendrecv")
         other = engine.create_session(EventLog())
-        await session.bridge(other.id, "sendrecv")
+        await bridge(session, other.id, "sendrecv", engine.get)
         with pytest.raises(EngineError) as error:
-            await session.create_from_offer("", "sendrecv")
+            await create_from_offer(session, "", "sendrecv")
         assert (error.value.code, error.value.message) == (
             "ENDPOINT_ERROR",
             "MAX_ENDPOINTS_REACHED",
         )
-        with pytest.raises(EngineError, match="max endpoints reached"):
-            await session.create_tone("beep", None, None)
+        with pytest.raises(EngineError, match="MAX_ENDPOINTS_REACHED"):
+            await create_tone(session, "beep", None, None)
         # Bridging from a session with room into a full one rolls back the new side.
         third = engine.create_session(EventLog())
         with pytest.raises(EngineError) as error:
-            await third.bridge(session.id, "sendrecv")
+            await bridge(third, session.id, "sendrecv", engine.get)
         assert error.value.code == "ENDPOINT_ERROR"
         assert third.endpoints == {}
         assert engine.ports.in_use == 1
@@ -73,16 +76,16 @@ async def test_every_endpoint_kind_counts_against_the_limit(tmp_path: Path) -> N
 async def test_bridge_errors(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
     with pytest.raises(EngineError) as error:
-        await session.bridge(session.id, "sendrecv")
+        await bridge(session, session.id, "sendrecv", manager.get)
     assert error.value.code == "INVALID_PARAMS"
     with pytest.raises(EngineError) as error:
-        await session.bridge("00000000-0000-0000-0000-000000000000", "sendrecv")
+        await bridge(session, "00000000-0000-0000-0000-000000000000", "sendrecv", manager.get)
     assert error.value.code == "SESSION_NOT_FOUND"
 
 
 async def test_remove_endpoint_twice_is_not_found(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
-    endpoint_id = await session.create_tone("ringing", None, None)
+    endpoint_id = await create_tone(session, "ringing", None, None)
     await session.remove_endpoint(endpoint_id)
     with pytest.raises(EngineError, match="Endpoint not found"):
         await session.remove_endpoint(endpoint_id)
@@ -93,14 +96,14 @@ async def test_idle_timeout_emits_then_destroys(tmp_path: Path) -> None:
     try:
         events = EventLog()
         session = engine.create_session(events)
-        await session.create_from_offer("", "sendrecv")
+        await create_from_offer(session, "", "sendrecv")
         [data] = await events.wait_for("session.idle_timeout")
         assert data == {"session_id": session.id, "idle_timeout_secs": 0.15}
         assert events.events[-1][2] is True  # critical
         assert not session.alive and engine.get(session.id) is None
         assert engine.ports.in_use in (0, 1)  # released within a loop iteration
         with pytest.raises(EngineError) as error:
-            await session.create_tone("beep", None, None)
+            await create_tone(session, "beep", None, None)
         assert error.value.code == "SESSION_GONE"
     finally:
         await engine.shutdown(0)
@@ -111,7 +114,7 @@ async def test_playing_tone_keeps_a_session_from_idling(tmp_path: Path) -> None:
     try:
         events = EventLog()
         session = engine.create_session(events)
-        await session.create_tone("beep", None, 300)
+        await create_tone(session, "beep", None, 300)
         await events.wait_for("endpoint.tone.finished")
         assert session.alive
         await events.wait_for("session.idle_timeout")
@@ -124,7 +127,7 @@ async def test_empty_session_timeout(tmp_path: Path) -> None:
     try:
         events = EventLog()
         session = engine.create_session(events)
-        endpoint_id = await session.create_tone("beep", None, None)
+        endpoint_id = await create_tone(session, "beep", None, None)
         await asyncio.sleep(0.2)
         assert session.alive  # not empty
         await session.remove_endpoint(endpoint_id)
@@ -156,12 +159,12 @@ async def test_events_while_orphaned_are_discarded(manager: SessionManager) -> N
     events = EventLog()
     session = manager.create_session(events)
     manager.orphan(session)
-    await session.create_tone("beep", None, 40)
+    await create_tone(session, "beep", None, 40)
     await asyncio.sleep(0.15)
     assert events.events == []
     late = EventLog()
     manager.attach(session.id, late)
-    await session.create_tone("beep", None, 40)
+    await create_tone(session, "beep", None, 40)
     await late.wait_for("endpoint.tone.finished")
     assert len(late.named("endpoint.tone.finished")) == 1
 
@@ -215,9 +218,9 @@ async def test_dtmf_injection_shape_and_errors(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
     alice_id, alice = await leg(session, "pcmu", 101)
     bare_id, bare = await leg(session, "pcmu", None)
-    file_like = await session.create_tone("beep", None, None)
+    file_like = await create_tone(session, "beep", None, None)
     other = manager.create_session(EventLog())
-    bridge_id, _ = await session.bridge(other.id, "sendrecv")
+    bridge_id, _ = await bridge(session, other.id, "sendrecv", manager.get)
     alice.send(b"\xff" * 160)
     await asyncio.sleep(0.05)
     alice.drain()

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,10 +13,9 @@ from callbridge.media.rtp import (
     is_newer_sequence,
     is_rtcp,
     parse_rtp,
-    rewrite_rtp_header,
+    parse_rtp_datagram,
     sequence_delta,
     timestamp_delta,
-    with_rtp_header,
 )
 
 # V=2, PT 0, seq 1, ts 160, SSRC 0x12345678, four payload bytes.
@@ -141,36 +138,6 @@ def test_build_rejects_out_of_range_fields(arguments: dict[str, object]) -> None
         build_rtp(**fields)  # type: ignore[arg-type]
 
 
-def test_rewrite_changes_only_the_header_fields() -> None:
-    original = build_rtp(0, 1, 160, 0x12345678, b"payload", csrcs=(5,), padding=2)
-    buffer = bytearray(original)
-    rewrite_rtp_header(buffer, 96, True, 0x1_0005, 0x1_0000_0010, 0xCAFEBABE)
-    packet = parse_rtp(buffer)
-    assert (packet.payload_type, packet.marker) == (96, True)
-    assert (packet.sequence, packet.timestamp, packet.ssrc) == (5, 0x10, 0xCAFEBABE)
-    assert packet.csrcs == (5,)
-    assert bytes(packet.payload) == b"payload"
-    assert buffer[0] == original[0]
-    assert buffer[12:] == original[12:]
-
-
-def test_rewrite_clears_the_marker() -> None:
-    buffer = bytearray(build_rtp(101, 1, 1, 1, b"x", marker=True))
-    rewrite_rtp_header(buffer, 96, False, 2, 3, 4)
-    assert buffer[1] == 96
-
-
-def test_with_rtp_header_copies() -> None:
-    rewritten = with_rtp_header(PCMU_PACKET, 8, False, 9, 10, 11)
-    assert PCMU_PACKET[1:4] == b"\x00\x00\x01"
-    assert rewritten == build_rtp(8, 9, 10, 11, b"\x01\x02\x03\x04")
-
-
-def test_rewrite_of_a_short_buffer_fails_loudly() -> None:
-    with pytest.raises(struct.error):
-        rewrite_rtp_header(bytearray(8), 0, False, 0, 0, 0)
-
-
 @pytest.mark.parametrize("second_octet", [192, 200, 201, 202, 203, 204, 205, 206, 207, 223])
 def test_rtcp_packet_types_are_demuxed_as_rtcp(second_octet: int) -> None:
     assert is_rtcp(bytes((0x80, second_octet, 0, 1)))
@@ -248,29 +215,32 @@ def test_build_then_parse_round_trips(fields: dict[str, object]) -> None:
     assert bytes(packet.payload) == fields["payload"]
 
 
-@given(
-    packets,
-    st.integers(0, 127),
-    st.booleans(),
-    st.integers(0, 0xFFFF),
-    st.integers(0, 0xFFFFFFFF),
-    st.integers(0, 0xFFFFFFFF),
-)
-def test_rewrite_equals_building_with_the_new_fields(
-    fields: dict[str, object],
-    payload_type: int,
-    marker: bool,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-) -> None:
-    buffer = bytearray(build_rtp(**fields))  # type: ignore[arg-type]
-    rewrite_rtp_header(buffer, payload_type, marker, sequence, timestamp, ssrc)
-    new_fields = dict(fields)
-    new_fields.update(
-        payload_type=payload_type, marker=marker, sequence=sequence, timestamp=timestamp, ssrc=ssrc
-    )
-    assert buffer == build_rtp(**new_fields)  # type: ignore[arg-type]
+@given(packets)
+def test_datagram_parse_equals_the_full_parse(fields: dict[str, object]) -> None:
+    """The plain-header fast path and the general parser agree on every packet that a
+    demux can tell from RTCP (PT 64..95 with the marker cannot be, so rtcp-mux forbids it)."""
+    data = build_rtp(**fields)  # type: ignore[arg-type]
+    packet = parse_rtp_datagram(data)
+    if is_rtcp(data):
+        assert packet is None
+        return
+    assert packet is not None
+    assert packet == parse_rtp(data)
+    assert bytes(packet.payload) == bytes(parse_rtp(data).payload)
+
+
+@given(st.binary(max_size=40))
+def test_datagram_parse_is_rtcp_or_rtp_or_rtp_error(data: bytes) -> None:
+    try:
+        packet = parse_rtp_datagram(data)
+    except RtpError:
+        assert not is_rtcp(data)
+        with pytest.raises(RtpError):
+            parse_rtp(data)
+        return
+    assert (packet is None) == is_rtcp(data)
+    if packet is not None:
+        assert packet == parse_rtp(data)
 
 
 @given(st.integers(0, 0xFFFF), st.integers(-32768, 32767))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from callbridge.media.tones import ToneGenerator
+from callbridge.media.tones import DTMF_TONE_HZ, ToneGenerator, dtmf_tone_frames
 
 
 def _frames(generator: ToneGenerator, count: int) -> list[np.ndarray]:
@@ -107,3 +107,22 @@ def test_bad_arguments_are_rejected() -> None:
         ToneGenerator("busy", 500)
     with pytest.raises(ValueError, match="positive"):
         ToneGenerator("beep", duration_ms=0)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_dtmf_tone_frames_are_the_key_pair_then_a_pause(rate: int) -> None:
+    frames = dtmf_tone_frames("5", 100, rate)
+    assert len(frames) == 5 + 3
+    assert all(len(frame) == rate // 50 * 2 for frame in frames)
+    tone = np.frombuffer(b"".join(frames[:5]), "<i2").astype(np.float64)
+    low, high = sorted(_peaks(tone, rate, 2))
+    assert abs(low - 770) < 20 and abs(high - 1336) < 20
+    assert np.abs(tone).max() <= 8000
+    assert not any(np.frombuffer(frame, "<i2").any() for frame in frames[5:])
+
+
+def test_dtmf_tone_frames_cover_every_key_and_refuse_others() -> None:
+    assert set(DTMF_TONE_HZ) == set("0123456789*#ABCD")
+    assert len(dtmf_tone_frames("#", 1, 8000)) == 1 + 3  # at least one tone frame
+    with pytest.raises(KeyError):
+        dtmf_tone_frames("X", 100, 8000)

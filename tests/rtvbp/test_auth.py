@@ -1,4 +1,4 @@
-"""Authentication before the upgrade (spec §4.2), with real RS256 tokens signed by test keys."""
+"""Authentication before the upgrade with real RS256 tokens signed by test keys."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from callbridge.rtvbp.auth import (
     OriginPolicy,
     StaticTokenAuthenticator,
     decode_bearer_subprotocol,
-    encode_bearer_subprotocol,
     generate_test_keypair,
     load_public_key,
     load_public_keys,
     sign_test_token,
 )
 from callbridge.rtvbp.errors import AuthError, RtvbpError
+from callbridge.rtvbp.profiles import CREDENTIAL_PREFIX
 
 KEYS = Path(__file__).parent / "keys"
 ACCOUNT = "demo-account-123"
@@ -84,6 +84,12 @@ def hs256_with_public_key() -> str:
     signing_input = f"{header}.{payload}".encode()
     mac = hmac.new(pem("signing-1.public"), signing_input, hashlib.sha256).digest()
     return f"{header}.{payload}.{b64url(mac)}"
+
+
+def encode_bearer_subprotocol(token: str) -> str:
+    """The browser carrier for `token`, as a client offers it in Sec-WebSocket-Protocol."""
+    encoded = base64.urlsafe_b64encode(token.encode("utf-8")).rstrip(b"=")
+    return CREDENTIAL_PREFIX + encoded.decode("ascii")
 
 
 def bearer(token: str) -> AuthRequest:

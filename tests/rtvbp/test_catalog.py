@@ -98,6 +98,23 @@ def test_catalog_mappings_are_read_only() -> None:
         catalog.operations["b"] = catalog.operations["a"]  # type: ignore[index]
 
 
+def test_events_by_emitting_role() -> None:
+    catalog = babelforce_v1.CATALOG
+    assert catalog.events_emitted_by(Role.VOICE) == (
+        "session.updated",
+        "dtmf",
+        "call.hangup",
+        "audio.info",
+    )
+    assert catalog.events_emitted_by(Role.APPLICATION) == (
+        "audio.speech.started",
+        "agent.tool.call",
+        "input.transcript",
+        "output.transcript.delta",
+        "output.transcript.done",
+    )
+
+
 MINIMAL = Sample(required="r", nullable=None, inner=None)
 
 

@@ -117,7 +117,7 @@ def test_invalid_vector(catalog: str, case: dict[str, Any]) -> None:
         decode_frame(case["bytes"].encode())
 
 
-# The extra behaviours of the Go codec's golden tests (spec digest §6.4 step 3).
+# The extra behaviours of the Go codec's golden tests.
 
 
 def test_response_with_both_result_and_error_round_trips() -> None:
@@ -336,7 +336,7 @@ def test_decode_arbitrary_text_only_raises_envelope_error(wire: str) -> None:
 
 
 def _expected_kind(obj: dict[str, Any]) -> type | None:
-    """Oracle for the decode rules of spec §3.2, written independently of the codec."""
+    """Oracle for the classic.v1 decode rules, written independently of the codec."""
 
     def is_name(value: Any) -> bool:
         return isinstance(value, str) and value != ""

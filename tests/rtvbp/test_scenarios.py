@@ -1,4 +1,4 @@
-"""Conformance scenarios (spec §6.4 step 4): every case, once per role, over a memory pair.
+"""Conformance scenarios: every case, once per role, over a memory pair.
 
 The implementation under test is a `RtvbpSession` on one end; the test plays the peer on the
 other end with the envelope codec directly, binding `$ids` and comparing payloads as parsed JSON
@@ -254,5 +254,5 @@ async def test_scenario(catalog_name: str, case: dict[str, Any], role: Role) -> 
 
 
 def test_every_scenario_case_is_collected() -> None:
-    """Spec §6.3: 6 babelforce.v1 cases and 1 demo.v1 case, each run once per role."""
+    """6 babelforce.v1 cases and 1 demo.v1 case, each run once per role."""
     assert len(scenario_cases()) == 2 * (6 + 1)

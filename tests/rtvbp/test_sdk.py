@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from callbridge.rtvbp import babelforce_v1 as bf
-from callbridge.rtvbp.application import Application, Call, prefer_sample_rate
+from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.auth import StaticTokenAuthenticator
-from callbridge.rtvbp.errors import RemoteError, RtvbpError
+from callbridge.rtvbp.codecs import prefer_sample_rate
+from callbridge.rtvbp.errors import RemoteError, RtvbpError, SessionClosedError
 from callbridge.rtvbp.voice import ProtocolViolationError, VoiceCall
 from callbridge.rtvbp.websocket import ConnectError
 from tests.conftest import serve_application, wait_until
@@ -55,6 +57,21 @@ async def test_echo_round_trip_is_byte_exact(task_baseline: Callable[[], Awaitab
         await voice.hangup()
         assert voice.end_reason is not None and voice.end_reason.kind == "hangup"
     await task_baseline()
+
+
+async def test_playout_frames_plays_buffered_audio_then_silence() -> None:
+    async with serve_application(Application(echo)) as url:
+        voice = await VoiceCall.dial(url)
+        sent = numbered_frame(9, 320)
+        await voice.send_audio(sent)
+        await wait_until(lambda: voice.playout is not None and len(voice.playout) > 0)
+        played: list[bytes] = []
+        async for frame in voice.playout_frames():
+            played.append(frame)
+            if len(played) == 2:
+                break
+        assert played == [sent, bytes(320)]
+        await voice.hangup()
 
 
 async def test_first_audio_after_initialize_is_not_lost() -> None:
@@ -286,6 +303,38 @@ async def test_caller_hangup_reaches_the_handler() -> None:
         await voice.hangup("caller left")
         await wait_until(lambda: bool(reasons))
     assert reasons == ["caller left"]
+
+
+async def test_spawned_task_failures_are_collected_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A DTMF handler that clears audio as the caller hangs up ends quietly, not unretrieved."""
+    spawned: list[asyncio.Task[Any]] = []
+
+    async def clear_after_hangup(call: Call) -> None:
+        await call.wait_ended()
+        await call.clear_audio()
+
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    async def on_dtmf(call: Call) -> None:
+        async for _ in call.dtmf():
+            spawned.append(call.spawn(clear_after_hangup(call)))
+            spawned.append(call.spawn(fail()))
+        await call.wait_ended()
+
+    caplog.set_level(logging.DEBUG, logger="callbridge.rtvbp.application")
+    async with serve_application(Application(on_dtmf)) as url:
+        voice = await VoiceCall.dial(url)
+        await voice.send_dtmf("5", hold_ms=0)
+        await wait_until(lambda: len(spawned) == 2)
+        await voice.hangup("caller left")
+        await wait_until(lambda: all(task.done() for task in spawned))
+    assert isinstance(spawned[0].exception(), SessionClosedError)
+    records = [record for record in caplog.records if "spawned task" in record.getMessage()]
+    assert [record.levelno for record in records] == [logging.INFO, logging.DEBUG]
+    assert "boom" in records[0].getMessage()
 
 
 async def test_move_reports_the_next_application() -> None:

@@ -177,11 +177,12 @@ async def test_nested_request_from_request_handler(pair: tuple[MemoryTransport, 
     local, peer = pair
     session = make_session(local)
 
-    @session.handler("session.initialize")
     async def initialize(request: IncomingRequest) -> Any:
         variables = await session.request("session.get", params("session.get", '{"keys":[]}'))
         assert variables == {"customer": "Ada"}
         return result("session.initialize", '{"audio_codec":null}')
+
+    session.handle("session.initialize", initialize)
 
     async with session:
         await peer.request("init", "session.initialize", INITIALIZE_PARAMS)
@@ -199,7 +200,6 @@ async def test_deferred_response_does_not_block_the_dispatcher(
     release = asyncio.Event()
     background: list[asyncio.Task[None]] = []
 
-    @session.handler("session.initialize")
     async def initialize(request: IncomingRequest) -> None:
         reply = request.defer()
 
@@ -208,6 +208,8 @@ async def test_deferred_response_does_not_block_the_dispatcher(
             await reply.resolve(result("session.initialize", '{"audio_codec":null}'))
 
         background.append(asyncio.create_task(finish()))
+
+    session.handle("session.initialize", initialize)
 
     async with session:
         await peer.request("init", "session.initialize", INITIALIZE_PARAMS)
@@ -224,7 +226,6 @@ async def test_deferred_reject_and_double_answer(pair: tuple[MemoryTransport, Pe
     session = make_session(local)
     outcome: asyncio.Queue[BaseException | None] = asyncio.Queue()
 
-    @session.handler("session.initialize")
     async def initialize(request: IncomingRequest) -> None:
         reply = request.defer()
         await reply.reject(409, "busy", {"retry": True})
@@ -234,6 +235,8 @@ async def test_deferred_reject_and_double_answer(pair: tuple[MemoryTransport, Pe
             await outcome.put(error)
         else:
             await outcome.put(None)
+
+    session.handle("session.initialize", initialize)
 
     async with session:
         await peer.request("init", "session.initialize", INITIALIZE_PARAMS)
@@ -259,9 +262,10 @@ async def test_wrong_direction_method_with_a_handler_is_served(
     local, peer = pair
     session = make_session(local, Role.APPLICATION)
 
-    @session.handler("recording.start")
     async def start_recording(request: IncomingRequest) -> Any:
         return result("recording.start", '{"id":"r-9"}')
+
+    session.handle("recording.start", start_recording)
 
     async with session:
         await peer.request("r1", "recording.start", "{}")
@@ -284,9 +288,10 @@ async def test_invalid_params_are_400(
     local, peer = pair
     session = make_session(local, Role.VOICE)
 
-    @session.handler("call.hangup")
     async def hangup(request: IncomingRequest) -> Any:
         raise AssertionError("must not be called with invalid params")
+
+    session.handle("call.hangup", hangup)
 
     async with session:
         await peer.request("r1", method, raw_params)
@@ -302,17 +307,20 @@ async def test_handler_failures_are_500_and_remote_errors_pass_through(
     local, peer = pair
     session = make_session(local, Role.VOICE)
 
-    @session.handler("recording.stop")
     async def stop(request: IncomingRequest) -> Any:
         raise ValueError(f"recording {request.params.id!r} is not active")
 
-    @session.handler("recording.start")
+    session.handle("recording.stop", stop)
+
     async def start(request: IncomingRequest) -> Any:
         raise RemoteError(403, "recording not allowed", {"consent": False})
 
-    @session.handler("session.set")
+    session.handle("recording.start", start)
+
     async def set_variables(request: IncomingRequest) -> None:
         return None
+
+    session.handle("session.set", set_variables)
 
     async with session:
         await peer.request("stop", "recording.stop", '{"id":"x"}')
@@ -333,9 +341,10 @@ async def test_terminal_success_responds_then_closes_1000(
     local, peer = pair
     session = make_session(local, Role.APPLICATION)
 
-    @session.handler("session.terminate")
     async def terminate(request: IncomingRequest) -> Any:
         return result("session.terminate", "{}")
+
+    session.handle("session.terminate", terminate)
 
     async with session:
         await peer.request("t1", "session.terminate", '{"reason":"hangup"}')
@@ -355,9 +364,10 @@ async def test_deferred_terminal_success_closes(pair: tuple[MemoryTransport, Pee
     session = make_session(local, Role.VOICE)
     replies: list[Any] = []
 
-    @session.handler("call.hangup")
     async def hangup(request: IncomingRequest) -> None:
         replies.append(request.defer())
+
+    session.handle("call.hangup", hangup)
 
     async with session:
         await peer.request("h1", "call.hangup", '{"reason":"done"}')
@@ -373,9 +383,10 @@ async def test_terminal_error_does_not_close(pair: tuple[MemoryTransport, Peer])
     local, peer = pair
     session = make_session(local, Role.APPLICATION)
 
-    @session.handler("session.terminate")
     async def terminate(request: IncomingRequest) -> Any:
         raise RemoteError(500, "not now")
+
+    session.handle("session.terminate", terminate)
 
     async with session:
         await peer.request("t1", "session.terminate", '{"reason":"hangup"}')
@@ -581,9 +592,10 @@ async def test_user_ping_handler_overrides_the_builtin(pair: tuple[MemoryTranspo
     session = make_session(local)
     canned = '{"t0":1,"t1":2,"t2":3,"owd":4}'
 
-    @session.handler("ping")
     async def ping(request: IncomingRequest) -> Any:
         return result("ping", canned)
+
+    session.handle("ping", ping)
 
     async with session:
         await peer.request("p1", "ping", '{"t0":1}')
@@ -729,7 +741,6 @@ async def test_running_handler_is_cancelled_when_the_peer_closes(
     entered = asyncio.Event()
     cancelled = asyncio.Event()
 
-    @session.handler("session.initialize")
     async def initialize(request: IncomingRequest) -> Any:
         entered.set()
         try:
@@ -737,6 +748,8 @@ async def test_running_handler_is_cancelled_when_the_peer_closes(
         except asyncio.CancelledError:
             cancelled.set()
             raise
+
+    session.handle("session.initialize", initialize)
 
     async with session:
         await peer.request("init", "session.initialize", INITIALIZE_PARAMS)

@@ -10,7 +10,8 @@ import pytest
 from tests.rtvbp.vectors import VECTORS_DIR, vendored_files
 
 CHECKSUMS = VECTORS_DIR.parent / "rtvbp.sha256"
-# CI checks the repository out next to the shared upstream copy: <repo>/../shared/conformance/rtvbp.
+# Where CI keeps the upstream conformance vectors: a `shared/conformance/rtvbp` directory beside
+# the checkout. Without it the byte-for-byte comparison is skipped.
 UPSTREAM_DIR = VECTORS_DIR.parents[3] / "shared" / "conformance" / "rtvbp"
 
 

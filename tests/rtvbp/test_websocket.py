@@ -20,7 +20,6 @@ from callbridge.rtvbp.auth import (
     AuthRequest,
     OriginPolicy,
     StaticTokenAuthenticator,
-    encode_bearer_subprotocol,
 )
 from callbridge.rtvbp.errors import AuthError
 from callbridge.rtvbp.transport_base import (
@@ -38,6 +37,7 @@ from callbridge.rtvbp.websocket import (
     accept,
     connect,
 )
+from tests.rtvbp.test_auth import encode_bearer_subprotocol
 
 pytestmark = pytest.mark.filterwarnings("error")
 

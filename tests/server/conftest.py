@@ -6,6 +6,7 @@ import asyncio
 import base64
 import itertools
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,9 @@ import pytest
 from aiohttp import web
 
 from callbridge.engine.manager import SessionManager
+from callbridge.server.app import app_runner, setup_media_server
 from callbridge.server.config import Settings
-from callbridge.server.control import ControlServer, control_server, setup_control
-from callbridge.server.http_api import setup_http_api
-from callbridge.server.rtvbp_ingress import setup_rtvbp_ingress
+from callbridge.server.control import ControlServer, control_server
 
 RECEIVE_TIMEOUT_S = 10.0
 """Guard against a hang only; no test passes or fails on timing."""
@@ -137,8 +137,8 @@ class ServerHandle:
             sessions = await response.json()
         return {session["session_id"]: session["state"] for session in sessions}
 
-    async def open_raw(self, path: str = "/") -> RawWebSocket:
-        return await RawWebSocket.open(self.host, self.port, path)
+    async def open_raw(self, path: str = "/", *, await_upgrade: bool = True) -> RawWebSocket:
+        return await RawWebSocket.open(self.host, self.port, path, await_upgrade=await_upgrade)
 
     async def connect(self, path: str = "/") -> ControlClient:
         websocket = await self.http.ws_connect(f"{self.base_url}{path}")
@@ -175,10 +175,8 @@ async def start_server(
         manager = SessionManager(settings.engine_config())
         await manager.start()
         app = web.Application()
-        setup_http_api(app, manager, settings)
-        setup_control(app, manager, settings)
-        setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
-        runner = web.AppRunner(app)
+        setup_media_server(app, manager, settings)
+        runner = app_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -218,7 +216,10 @@ class RawWebSocket:
         self.writer = writer
 
     @classmethod
-    async def open(cls, host: str, port: int, path: str = "/") -> RawWebSocket:
+    async def open(
+        cls, host: str, port: int, path: str = "/", *, await_upgrade: bool = True
+    ) -> RawWebSocket:
+        """Send the upgrade request; with `await_upgrade`, also read the 101 answer."""
         reader, writer = await asyncio.open_connection(host, port)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
@@ -228,20 +229,27 @@ class RawWebSocket:
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        await writer.drain()
+        if await_upgrade:
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)
 
     async def send_text(self, text: str) -> None:
-        payload = text.encode()
+        await self._send_frame(0x81, text.encode())
+
+    async def send_ping(self, payload: bytes = b"ping") -> None:
+        await self._send_frame(0x89, payload)
+
+    async def _send_frame(self, first_byte: int, payload: bytes) -> None:
         mask = os.urandom(4)
         length = len(payload)
         if length < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | length)
+            header = struct.pack("!BB", first_byte, 0x80 | length)
         elif length < 65536:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
+            header = struct.pack("!BBH", first_byte, 0x80 | 126, length)
         else:
-            header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
+            header = struct.pack("!BBQ", first_byte, 0x80 | 127, length)
         masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
         self.writer.write(header + mask + masked)
         await self.writer.drain()
@@ -269,4 +277,10 @@ class RawWebSocket:
 
     def abort(self) -> None:
         """Drop the TCP connection without a WebSocket close handshake."""
+        self.writer.transport.abort()
+
+    def reset(self) -> None:
+        """Drop the TCP connection with a reset (SO_LINGER 0), as a crashed or hostile client."""
+        raw_socket = self.writer.get_extra_info("socket")
+        raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()

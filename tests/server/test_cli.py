@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,6 +136,9 @@ def test_jwt_auth_with_a_self_signed_test_key(tmp_path: Path) -> None:
         (["callbridge.apps.demo"], "not an import string"),
         (["callbridge.apps.demo:tone"], "expected a callbridge Application"),
         (["--listen", "nowhere"], "is not host:port"),
+        (["--control-token", "short"], "at least 16 characters"),
+        (["--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem"], "is not a file"),
+        (["--tls-cert", "/etc/hostname"], "go together"),
     ],
 )
 def test_serve_refuses_bad_arguments_clearly(arguments: list[str], message: str) -> None:
@@ -152,6 +157,33 @@ def test_serve_refuses_an_incomplete_auth_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "jwt_public_keys" in result.stderr
+
+
+def test_serve_help_explains_the_control_plane_settings() -> None:
+    result = subprocess.run(
+        [*CALLBRIDGE, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0
+    for flag in ("--control-token", "--control-read-token", "--control-origin", "--tls-cert"):
+        assert flag in result.stdout
+    assert "CALLBRIDGE_CONTROL__TOKENS" in result.stdout
+
+
+def test_control_token_from_the_environment_guards_the_http_api() -> None:
+    token = "env-control-token-0123456789"
+    with running_server(env={"CALLBRIDGE_CONTROL__TOKENS": f'["{token}"]'}) as port:
+        url = f"http://127.0.0.1:{port}/sessions"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 401
+        authorized = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(authorized, timeout=10) as response:
+            assert response.status == 200
 
 
 def test_port_in_use_is_reported() -> None:

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.server.control import NOT_IMPLEMENTED, shutdown_control
+from callbridge.server.control import shutdown_control
 from callbridge.server.control_messages import ErrorResponse, Request, parse_request
+from callbridge.server.control_methods import NOT_IMPLEMENTED
 
 if TYPE_CHECKING:
     from tests.server.conftest import ControlClient, ServerHandle, StartServer
@@ -396,6 +397,36 @@ async def test_abrupt_disconnect_mid_request_orphans_the_session(server: ServerH
     (session_id,) = await server.session_states()
     client = await server.connect()
     await client.result("session.attach", {"session_id": session_id})
+
+
+@pytest.mark.parametrize("moment", ["upgrade sent", "upgraded", "pings sent", "session bound"])
+async def test_connection_reset_leaves_no_traceback(
+    server: ServerHandle, caplog: pytest.LogCaptureFixture, moment: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    attempts = 20  # the reset lands at a slightly different point of the server's work each time
+    for _ in range(attempts):
+        raw = await server.open_raw(await_upgrade=moment != "upgrade sent")
+        if moment == "pings sent":
+            for _ in range(20):
+                await raw.send_ping()
+        if moment == "session bound":
+            await raw.send_text('{"id":"c","method":"session.create"}')
+            await raw.read_until(b'"session_id"')
+            await raw.send_ping()
+        raw.reset()
+
+    async def all_closed() -> bool:
+        return not server.control.connections
+
+    await wait_for(all_closed)
+    client = await server.connect()
+    await client.result("session.list")
+    loud = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert not loud, [record.getMessage() for record in loud]
+    assert not [record for record in caplog.records if record.exc_info]
+    resets = [record for record in caplog.records if "reset" in record.getMessage().lower()]
+    assert len(resets) <= attempts
 
 
 async def test_oversized_frame_closes_the_connection_and_orphans(

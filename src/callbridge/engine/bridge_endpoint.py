@@ -1,4 +1,4 @@
-"""One side of an in-process bridge between two sessions (rtpbridge §3.16).
+"""One side of an in-process bridge between two sessions.
 
 Audio routed into a bridge endpoint is 48000 Hz L16 (`L16_BRIDGE`, no encoding work); it is
 handed synchronously to the partner endpoint in the other session, where it is a source like
@@ -9,18 +9,42 @@ Removing one side removes the other; destroying one session leaves the other sid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from callbridge.engine.endpoint import Endpoint
+from callbridge.engine.endpoint import Endpoint, EndpointHost, check_direction
+from callbridge.engine.errors import INVALID_PARAMS, SESSION_NOT_FOUND, EngineError
 from callbridge.engine.pipeline import OutputFormat
+from callbridge.engine.session import MediaSession
 from callbridge.media.codecs import L16_BRIDGE
 
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
-
-__all__ = ["BridgeEndpoint"]
+__all__ = ["BridgeEndpoint", "bridge"]
 
 _FORMAT = OutputFormat(L16_BRIDGE)
+
+
+async def bridge(
+    session: MediaSession,
+    target_session_id: str,
+    direction: str,
+    find_session: Callable[[str], MediaSession | None],
+) -> tuple[str, str]:
+    """`session.bridge`: a pair of bridge endpoints, in `session` and in the target session
+    (`find_session` looks it up); returns (mine, theirs). Neither is added unless both fit."""
+    check_direction(direction)
+    session.touch()
+    session.check_alive()
+    if target_session_id == session.id:
+        raise EngineError(INVALID_PARAMS, "Cannot bridge a session to itself")
+    target = find_session(target_session_id)
+    if target is None or not target.alive:
+        raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
+    with session.slot() as mine_slot, target.slot() as theirs_slot:
+        mine = BridgeEndpoint(session, direction)
+        theirs = BridgeEndpoint(target, direction)
+        mine.partner, theirs.partner = theirs, mine
+        mine_slot.add(mine)
+        theirs_slot.add(theirs)
+    return mine.id, theirs.id
 
 
 class BridgeEndpoint(Endpoint):
@@ -28,8 +52,8 @@ class BridgeEndpoint(Endpoint):
     is_bridge = True
     watches_media = True
 
-    def __init__(self, session: MediaSession, direction: str) -> None:
-        super().__init__(session, direction, "connected")
+    def __init__(self, host: EndpointHost, direction: str) -> None:
+        super().__init__(host, direction, "connected")
         self.partner: BridgeEndpoint | None = None
         self.frames_received = 0
         self.frames_sent = 0
@@ -56,25 +80,22 @@ class BridgeEndpoint(Endpoint):
         if partner is None:
             return
         self.frames_sent += 1
-        self.session.metrics.packets_routed_total += 1
+        self.host.metrics.packets_routed_total += 1
         partner.receive(payload, now)
 
     def receive(self, pcm: bytes, now: float) -> None:
         """A frame from the partner: inbound audio of this endpoint."""
         self.last_inbound = now
         self.frames_received += 1
-        if self.direction == "recvonly":
-            return
-        chain = self.chain
-        if chain is not None and chain.active:
-            chain.push(pcm, now)
+        if self.direction != "recvonly":
+            self.produce(pcm, now)
 
-    def remove_partner(self) -> None:
+    def removing(self) -> None:
         """`endpoint.remove` on this side: the other side goes too (no event there)."""
         partner, self.partner = self.partner, None
         if partner is not None:
             partner.partner = None
-            partner.session.discard(partner)
+            partner.host.remove(partner)
 
     def close(self) -> None:
         if self.closed:

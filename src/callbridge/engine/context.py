@@ -1,7 +1,7 @@
 """What every session of one worker shares: config, clock, ports, metrics, the URL cache.
 
 The manager owns these and hands one `EngineContext` to each session, so sessions and
-endpoints never import the manager (no cycle) and tests can see exactly what a session uses.
+endpoints never import the manager and tests can see exactly what a session uses.
 """
 
 from __future__ import annotations
@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
 from callbridge.engine.downloads import DownloadCache
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
-
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
 
 __all__ = ["EngineContext"]
 
@@ -30,10 +27,8 @@ class EngineContext:
     ports: PortAllocator
     metrics: EngineMetrics
     downloads: DownloadCache
-    find_session: Callable[[str], MediaSession | None]
-    """Another live session by id (bridge targets)."""
-    session_destroyed: Callable[[MediaSession], None]
-    """Called once by a session when it is torn down."""
+    session_destroyed: Callable[[str], None]
+    """Called once with a session's id when that session is torn down."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     """Background work that outlives a call site (RTVBP dials and hang-ups); the manager waits
     for it at shutdown."""

@@ -1,8 +1,9 @@
-"""The endpoint base class: identity, direction, state, and its two media roles.
+"""The endpoint base class and the host interface: all an endpoint may ask of its session.
 
 An endpoint is a *source* when it produces audio into the session (it owns a `SourceChain` that
 fans its PCM out) and a *destination* when routing feeds it (`deliver` for generated frames,
-`forward` for passthrough packets). Subclasses: RTP, file, tone, bridge.
+packet kinds also forward packets as they came). What varies by kind is a method here that the
+kinds override; the session calls these methods and never names a kind.
 
 Times are monotonic seconds (`time.monotonic`, the media clock's time base).
 """
@@ -11,16 +12,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Protocol
 
-from callbridge.engine.errors import INVALID_PARAMS, EngineError
+from callbridge.engine.context import EngineContext
+from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
+from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.pipeline import OutputFormat, OutputStream, SourceChain
 from callbridge.engine.routing import RouteNode, RoutingTable
 
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
-
-__all__ = ["DIRECTIONS", "STATES", "Endpoint", "check_direction"]
+__all__ = ["DIRECTIONS", "STATES", "Endpoint", "EndpointHost", "check_direction"]
 
 DIRECTIONS: Final = frozenset({"sendrecv", "sendonly", "recvonly"})
 STATES: Final = frozenset(
@@ -34,8 +35,65 @@ def check_direction(direction: str) -> None:
         raise EngineError(INVALID_PARAMS, f"unknown direction {direction!r}")
 
 
+class EndpointHost(Protocol):
+    """What an endpoint may ask of the session it is in (the session implements it)."""
+
+    @property
+    def id(self) -> str:
+        """The session id."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """False once the session is destroyed."""
+        ...
+
+    @property
+    def end_reason(self) -> str:
+        """Why the session ended (valid once it is no longer alive)."""
+        ...
+
+    @property
+    def context(self) -> EngineContext:
+        """What every session of the worker shares: config, clock, ports, metrics, downloads."""
+        ...
+
+    @property
+    def metrics(self) -> EngineMetrics: ...
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """Session variables (RTVBP applications read and write them)."""
+        ...
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The other endpoints of the session, by id (routing names destinations by id)."""
+        ...
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        """Send an event to the controller, if one is bound."""
+        ...
+
+    def set_state(self, endpoint: Endpoint, new_state: str, *, event: bool = True) -> None:
+        """Change the endpoint's state (with `endpoint.state_changed`) and re-route."""
+        ...
+
+    def routing_changed(self) -> None:
+        """Something routing depends on changed (codecs after a renegotiation)."""
+        ...
+
+    def remove(self, endpoint: Endpoint) -> None:
+        """Take the endpoint out of the session and close it, without any event."""
+        ...
+
+    def route_digit(self, source: Endpoint, digit: str, duration_ms: int) -> None:
+        """A digit detected on `source`: it reaches every leg that hears `source`."""
+        ...
+
+
 class Endpoint:
-    """One leg of a session. Subclasses set `kind` and override the media hooks they need."""
+    """One leg of a session. Subclasses set `kind` and override the hooks they need."""
 
     kind: ClassVar[str] = ""
     is_rtp: ClassVar[bool] = False
@@ -44,13 +102,15 @@ class Endpoint:
     watches_media: ClassVar[bool] = False
     """Subject to `endpoint.media_timeout` while connected (RTP and bridge)."""
     needs_tick: ClassVar[bool] = False
-    """`tick` is called every frame (RTP: RTCP, DTMF injection, jitter; file and tone)."""
+    """`tick` is called every frame (file and tone playout, RTP jitter buffers)."""
+    has_periodic_work: ClassVar[bool] = False
+    """`periodic` is called every tenth frame (RTP: due RTCP reports)."""
     generates: ClassVar[bool] = False
-    """Produces frames on the media clock (file, tone): `tick` is called every frame."""
+    """Produces frames on the media clock (file, tone): playing counts as session activity."""
 
-    def __init__(self, session: MediaSession, direction: str, state: str) -> None:
+    def __init__(self, host: EndpointHost, direction: str, state: str) -> None:
         self.id = str(uuid.uuid4())
-        self.session = session
+        self.host = host
         self.direction = direction
         self.state = state
         self.created_at = time.monotonic()
@@ -68,7 +128,7 @@ class Endpoint:
 
     @property
     def codec(self) -> str | None:
-        """The codec reported by session.info (rtpbridge §1.4)."""
+        """The codec session.info reports: the negotiated send codec, or None."""
         return None
 
     @property
@@ -112,10 +172,27 @@ class Endpoint:
             "codec": self.codec,
         }
 
+    def call_summary(self) -> dict[str, Any] | None:
+        """This endpoint as a call in session.list (RTVBP legs); None for other kinds."""
+        return None
+
+    def packet_counters(self) -> tuple[int, int]:
+        """(malformed, unexpected-source) inbound datagrams so far, for the metrics."""
+        return (0, 0)
+
     # -- media hooks ---------------------------------------------------------------------------
 
+    def produce(self, pcm: bytes, now: float) -> None:
+        """One 20 ms frame of this endpoint's audio into the session, if anyone hears it."""
+        chain = self.chain
+        if chain is not None and chain.active:
+            chain.push(pcm, now)
+
     def tick(self, now: float) -> None:
-        """One media clock frame (only called when `generates`)."""
+        """One media clock frame (only called when `needs_tick`)."""
+
+    def periodic(self, now: float) -> None:
+        """Every tenth frame (only called when `has_periodic_work`)."""
 
     def deliver(self, payload: bytes, now: float) -> None:
         """Send one generated frame (encoded in `output_format`) to this endpoint's peer."""
@@ -124,8 +201,54 @@ class Endpoint:
         """Routing was rebuilt; pick up new passthrough targets and decode needs."""
 
     def housekeeping(self, now: float) -> None:
-        """About once a second (or `housekeeping_interval_s`): slow timers such as DTMF ends."""
+        """About once a second (`housekeeping_interval_s`): slow timers such as DTMF ends."""
+
+    # -- DTMF ----------------------------------------------------------------------------------
+
+    def hear_digit(self, digit: str, duration_ms: int, *, from_packets: bool) -> bool:
+        """A digit pressed on a leg this endpoint hears; `from_packets` when it came as RFC
+        4733 packets (which packet kinds already forward). True asks the session to inject it
+        here as RFC 4733 when its one injection slot is free."""
+        return False
+
+    def inject_dtmf(self, digit: str, duration_ms: int, volume: int) -> bool:
+        """`endpoint.dtmf.inject`: send a digit to this endpoint's own peer. True when it now
+        takes the session's injection slot (paced by `pace_injection`)."""
+        if self.generates:
+            raise endpoint_error("Cannot inject DTMF into file endpoint")
+        raise endpoint_error("No telephone-event PT negotiated")
+
+    @property
+    def injecting(self) -> bool:
+        """An injected digit still has packets to send."""
+        return False
+
+    def pace_injection(self, now: float) -> bool:
+        """Send the injected digit's packets that are due; True while some remain."""
+        return False
+
+    # -- control methods that only some kinds support ------------------------------------------
+
+    def accept_answer(self, sdp: str) -> None:
+        raise endpoint_error("This endpoint type doesn't accept SDP answers")
+
+    def seek(self, position_ms: int) -> None:
+        raise endpoint_error("Not a file endpoint")
+
+    def pause(self) -> None:
+        raise endpoint_error("Not a file endpoint")
+
+    def resume(self) -> None:
+        raise endpoint_error("Not a file endpoint")
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def removing(self) -> None:
+        """`endpoint.remove` is about to take this endpoint out (a bridge takes its partner)."""
 
     def close(self) -> None:
         """Release sockets, tasks and decoders; idempotent."""
         self.closed = True
+
+    async def wait_closed(self) -> None:
+        """Wait until the sockets are really released (after `close`)."""

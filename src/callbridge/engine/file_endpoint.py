@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from callbridge.engine.downloads import CacheLease, DownloadError
-from callbridge.engine.endpoint import Endpoint
-from callbridge.engine.errors import endpoint_error
+from callbridge.engine.endpoint import Endpoint, EndpointHost
+from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
+from callbridge.engine.session import MediaSession
 from callbridge.media.audiofile import AudioFileReader
 from callbridge.media.errors import MediaError
 
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
-
-__all__ = ["FILE_SAMPLE_RATE", "FileEndpoint", "confine_path"]
+__all__ = ["FILE_SAMPLE_RATE", "FileEndpoint", "confine_path", "create_with_file"]
 
 FILE_SAMPLE_RATE: Final = 48000
 
@@ -55,6 +53,42 @@ def confine_path(media_dir: Path | None, source: str) -> Path:
     return resolved
 
 
+async def create_with_file(
+    session: MediaSession,
+    source: str,
+    *,
+    start_ms: int = 0,
+    loop_count: int | None = 0,
+    cache_ttl_secs: int = 300,
+    shared: bool = False,
+    timeout_ms: int = 10000,
+    headers: dict[str, str] | None = None,
+    gain_db: float = 0.0,
+) -> str:
+    """`endpoint.create_with_file` (local path or http(s) URL); `shared` plays unshared."""
+    session.touch()
+    if loop_count is not None and not 0 <= loop_count <= 10000:
+        raise EngineError(INVALID_PARAMS, "loop_count must be 0..10000 or null")
+    if not 1 <= timeout_ms <= 60000:
+        raise EngineError(INVALID_PARAMS, "timeout_ms must be 1..60000")
+    if start_ms < 0:
+        raise EngineError(INVALID_PARAMS, "start_ms must not be negative")
+    with session.slot() as slot:
+        endpoint = FileEndpoint.create(
+            session,
+            source,
+            start_ms=start_ms,
+            loop_count=loop_count,
+            cache_ttl_s=cache_ttl_secs,
+            timeout_s=timeout_ms / 1000,
+            headers=headers,
+            gain_db=gain_db,
+        )
+        slot.add(endpoint)
+    endpoint.started()
+    return endpoint.id
+
+
 class FileEndpoint(Endpoint):
     kind = "file"
     needs_tick = True
@@ -62,14 +96,14 @@ class FileEndpoint(Endpoint):
 
     def __init__(
         self,
-        session: MediaSession,
+        host: EndpointHost,
         state: str,
         *,
         start_ms: int,
         loop_count: int | None,
         gain_db: float,
     ) -> None:
-        super().__init__(session, "sendonly", state)
+        super().__init__(host, "sendonly", state)
         self.start_ms = start_ms
         self.loops_left = loop_count
         """Extra plays still to come; None loops forever."""
@@ -83,7 +117,7 @@ class FileEndpoint(Endpoint):
     @classmethod
     def create(
         cls,
-        session: MediaSession,
+        host: EndpointHost,
         source: str,
         *,
         start_ms: int,
@@ -96,7 +130,7 @@ class FileEndpoint(Endpoint):
         """A local file opened now (errors raise), or a URL endpoint that downloads later."""
         if source.lower().startswith(("http://", "https://")):
             endpoint = cls(
-                session, "buffering", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db
+                host, "buffering", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db
             )
             endpoint._url = source
             endpoint._url_options = {
@@ -105,10 +139,8 @@ class FileEndpoint(Endpoint):
                 "ttl_s": cache_ttl_s,
             }
             return endpoint
-        path = confine_path(session.context.config.media_dir, source)
-        endpoint = cls(
-            session, "playing", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db
-        )
+        path = confine_path(host.context.config.media_dir, source)
+        endpoint = cls(host, "playing", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db)
         endpoint._reader = endpoint._open(path)
         return endpoint
 
@@ -129,7 +161,7 @@ class FileEndpoint(Endpoint):
 
     async def _fetch(self, url: str) -> None:
         options = self._url_options
-        downloads = self.session.context.downloads
+        downloads = self.host.context.downloads
         try:
             lease = await downloads.acquire(
                 url, options["headers"], options["timeout_s"], options["ttl_s"]
@@ -148,15 +180,15 @@ class FileEndpoint(Endpoint):
             return
         self._lease = lease
         self._reader = reader
-        self.session.set_state(self, "playing")
+        self.host.set_state(self, "playing")
 
     def _fail(self, message: str) -> None:
         """A URL source that cannot play: removed, with `endpoint.file.finished` error."""
-        session = self.session
-        if self.closed or not session.alive:
+        host = self.host
+        if self.closed or not host.alive:
             return
-        session.discard(self)
-        session.emit(
+        host.remove(self)
+        host.emit(
             "endpoint.file.finished",
             {"endpoint_id": self.id, "reason": "error", "error": message},
         )
@@ -176,14 +208,14 @@ class FileEndpoint(Endpoint):
             return
         if self.state != "playing":
             raise endpoint_error(f"Cannot pause in state {self.state.capitalize()}")
-        self.session.set_state(self, "paused")
+        self.host.set_state(self, "paused")
 
     def resume(self) -> None:
         if self.state == "playing":
             return
         if self.state != "paused":
             raise endpoint_error(f"Cannot resume in state {self.state.capitalize()}")
-        self.session.set_state(self, "playing")
+        self.host.set_state(self, "playing")
 
     # -- clock ---------------------------------------------------------------------------------
 
@@ -204,16 +236,14 @@ class FileEndpoint(Endpoint):
         if frame is None:
             self._finish("completed", None)
             return
-        chain = self.chain
-        if chain is not None and chain.active:
-            chain.push(frame, now)
+        self.produce(frame, now)
 
     def _finish(self, reason: str, error: str | None) -> None:
-        self.session.set_state(self, "finished", event=False)
+        self.host.set_state(self, "finished", event=False)
         data: dict[str, Any] = {"endpoint_id": self.id, "reason": reason}
         if error is not None:
             data["error"] = error
-        self.session.emit("endpoint.file.finished", data)
+        self.host.emit("endpoint.file.finished", data)
 
     def close(self) -> None:
         if self.closed:

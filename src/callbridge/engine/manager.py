@@ -4,7 +4,7 @@ It owns the worker's one media clock, the RTP port allocator, the URL cache and 
 and keeps the session table. Everything runs on one event loop, so plain counters are exact
 under concurrency (`max_sessions` admits exactly N of any number of concurrent creates).
 
-Orphaning (rtpbridge §2): when a control connection drops, its session keeps its media and
+Orphaning (as in rtpbridge): when a control connection drops, its session keeps its media and
 waits `disconnect_timeout_s` for `attach`; the timer callback re-checks a generation counter,
 so a timer from an earlier orphan episode never destroys a re-attached session.
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
@@ -32,7 +33,7 @@ from callbridge.engine.errors import (
 )
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
-from callbridge.engine.rtvbp_inbound import CallListener, IncomingCall
+from callbridge.engine.rtvbp_incoming import CallListener, IncomingCall
 from callbridge.engine.session import EventSink, MediaSession
 from callbridge.rtvbp.transport_base import Transport
 
@@ -66,7 +67,6 @@ class SessionManager:
             ports=self.ports,
             metrics=self.metrics,
             downloads=self.downloads,
-            find_session=self.get,
             session_destroyed=self._session_destroyed,
         )
         self._sessions: dict[str, MediaSession] = {}
@@ -158,6 +158,10 @@ class SessionManager:
         )
         await call.run()
 
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coroutine` as tracked background work (what an `IncomingCall` may spawn)."""
+        return self.context.spawn(coroutine, name)
+
     def _orphan(self, session: MediaSession, timeout_s: float, reason: str) -> None:
         if not session.alive:
             return
@@ -201,10 +205,10 @@ class SessionManager:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def _session_destroyed(self, session: MediaSession) -> None:
-        if self._sessions.pop(session.id, None) is None:
+    def _session_destroyed(self, session_id: str) -> None:
+        if self._sessions.pop(session_id, None) is None:
             return
-        timer = self._orphan_timers.pop(session.id, None)
+        timer = self._orphan_timers.pop(session_id, None)
         if timer is not None:
             timer.cancel()
         self.metrics.sessions_active -= 1
@@ -215,10 +219,9 @@ class SessionManager:
         malformed = unexpected = 0
         for session in self._sessions.values():
             for endpoint in session.endpoints.values():
-                transport = getattr(endpoint, "transport", None)
-                if transport is not None:
-                    malformed += transport.malformed_packets + transport.malformed_rtcp_packets
-                    unexpected += transport.unexpected_source_packets
+                endpoint_malformed, endpoint_unexpected = endpoint.packet_counters()
+                malformed += endpoint_malformed
+                unexpected += endpoint_unexpected
         return malformed, unexpected
 
     def _housekeeping(self, now: float) -> None:

@@ -1,4 +1,4 @@
-"""Engine metrics for ``/metrics``: rtpbridge §4.4 names with a ``callbridge_`` prefix.
+"""Engine metrics for ``/metrics``: rtpbridge's metric names with a ``callbridge_`` prefix.
 
 The hot path only does ``metrics.packets_routed_total += 1`` on a plain int attribute (tens of
 nanoseconds); a custom prometheus collector reads the ints at scrape time. The server exposes

@@ -8,7 +8,7 @@ Passthrough routes need nothing here; RTP endpoints read them from the table the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -81,8 +81,14 @@ def build_plan(
     previous: MediaPlan | None,
     metrics: EngineMetrics,
     opus_complexity: int = 5,
+    taps: Mapping[str, Sequence[tuple[int, FrameConsumer]]] | None = None,
 ) -> MediaPlan:
-    """Create (or carry over) every chain, encoder group and mix stage the table needs."""
+    """Create (or carry over) every chain, encoder group and mix stage the table needs.
+
+    `taps` (endpoint id -> (rate, consumer)) are extra consumers of an endpoint's decoded
+    audio (recorders, detectors): a tapped endpoint is decoded even when routing alone would
+    only forward its packets.
+    """
     builder = _Builder(endpoints, previous, metrics, opus_complexity)
     transcoded: list[tuple[GroupKey, str]] = []
     mixing: dict[int, list[tuple[Endpoint, OutputFormat, tuple[str, ...]]]] = {}
@@ -140,6 +146,10 @@ def build_plan(
     for rate, union, _, _ in stage_plans:
         for source_id in union:
             builder.fifo_rates.setdefault(source_id, set()).add(rate)
+    for endpoint_id, endpoint_taps in (taps or {}).items():
+        if endpoint_id in endpoints:
+            for rate, consumer in endpoint_taps:
+                builder.consumers.setdefault(endpoint_id, {}).setdefault(rate, []).append(consumer)
     for endpoint in endpoints.values():
         consumers_by_rate = builder.consumers.get(endpoint.id, {})
         fifo_rates = builder.fifo_rates.get(endpoint.id, set())

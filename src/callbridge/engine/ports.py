@@ -1,6 +1,6 @@
 """UDP port pairs for plain RTP endpoints: even port for RTP, the odd one above it for RTCP.
 
-Pairs are taken from `rtp_port_range` sequentially with wrap-around (rtpbridge §3.6), so a port
+Pairs are taken from `rtp_port_range` sequentially with wrap-around (as rtpbridge does), so a port
 that was just released is the last one to be reused and late packets of a finished call rarely
 reach a new one. Both sockets are bound to `media_ip` even when rtcp-mux is negotiated, because
 the SDP offer is written before the peer says whether it supports rtcp-mux.

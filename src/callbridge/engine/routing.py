@@ -1,6 +1,6 @@
 """The routing table of one session: who hears whom, and how (pure, no I/O).
 
-Rules (rtpbridge §3.2): only endpoints in state ``connected`` or ``playing`` take part; audio
+Rules (as in rtpbridge): only endpoints in state ``connected`` or ``playing`` take part; audio
 flows from S to D iff S != D, S is not ``recvonly``, D is not ``sendonly``, and S and D are not
 both bridges (a loop guard between bridged sessions).
 

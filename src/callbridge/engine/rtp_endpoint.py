@@ -7,18 +7,18 @@ jitter buffer (zero delay in order) and decoded once into the endpoint's `Source
 Outbound: `forward` (passthrough) and `deliver` (generated frames) stamp timestamps from the
 endpoint's `OutputStream`; the transport adds our SSRC and sequence numbers.
 
-Not supported yet: WebRTC and SRTP offers are refused with ENDPOINT_ERROR (an OSRTP offer,
-RTP/AVP with a=crypto, is answered as plain RTP, which RFC 8643 allows). Inbound audio in a
-negotiated codec other than the first (send) codec is dropped on the decoded path.
+An OSRTP offer (RTP/AVP with a=crypto) is answered as plain RTP, which RFC 8643 allows.
+Inbound audio in a negotiated codec other than the first (send) codec is dropped on the decoded
+path.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from callbridge.engine.endpoint import Endpoint
-from callbridge.engine.errors import INVALID_PARAMS, SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.endpoint import Endpoint, EndpointHost
+from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.engine.rtp_transport import RtpTransport
@@ -29,15 +29,12 @@ from callbridge.media.errors import MediaError
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.pcm import SAMPLE_BYTES
 from callbridge.media.rtp import RtpPacket
-from callbridge.media.telephone_event import DtmfDetector, TelephoneEventError
-
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
+from callbridge.media.telephone_event import DtmfDetector
 
 __all__ = ["RtpEndpoint"]
 
 _FALLBACK_EVENT_TYPES: Final = frozenset({101, 96, 126})
-"""PTs taken as telephone-event when none was negotiated (rtpbridge §3.3)."""
+"""PTs taken as telephone-event when none was negotiated (the usual dynamic PTs for it)."""
 _SUPPORTED: Final = ("PCMU", "PCMA", "G722", "opus")
 
 
@@ -54,10 +51,11 @@ class RtpEndpoint(Endpoint):
     kind = "rtp"
     is_rtp = True
     watches_media = True
+    has_periodic_work = True
 
-    def __init__(self, session: MediaSession, direction: str, state: str) -> None:
-        super().__init__(session, direction, state)
-        self.metrics = session.metrics
+    def __init__(self, host: EndpointHost, direction: str, state: str) -> None:
+        super().__init__(host, direction, state)
+        self.metrics = host.metrics
         self.transport: RtpTransport | None = None
         self.codecs: tuple[sdp.Codec, ...] = ()
         self._offered: tuple[sdp.Codec, ...] = ()
@@ -81,15 +79,10 @@ class RtpEndpoint(Endpoint):
 
     @classmethod
     async def from_offer(
-        cls, session: MediaSession, offer_text: str, direction: str
+        cls, host: EndpointHost, offer: sdp.SessionDescription, direction: str
     ) -> tuple[RtpEndpoint, str]:
         """Answer a remote offer; the endpoint is connected at once (no state event)."""
-        offer = sdp.parse_sdp(offer_text)
-        if offer.webrtc:
-            raise endpoint_error("WebRTC endpoints are not supported yet")
-        if offer.crypto is not None and not offer.osrtp:
-            raise endpoint_error("SRTP (RTP/SAVP with a=crypto) is not supported yet")
-        endpoint = cls(session, direction, "connected")
+        endpoint = cls(host, direction, "connected")
         await endpoint._open()
         try:
             endpoint._apply(sdp.answer_codecs(offer, _SUPPORTED), offer)
@@ -100,10 +93,10 @@ class RtpEndpoint(Endpoint):
 
     @classmethod
     async def with_offer(
-        cls, session: MediaSession, direction: str, names: list[str] | None
+        cls, host: EndpointHost, direction: str, names: list[str] | None
     ) -> tuple[RtpEndpoint, str]:
         """Our offer; the endpoint is `connecting` and not routable until `accept_answer`."""
-        endpoint = cls(session, direction, "connecting")
+        endpoint = cls(host, direction, "connecting")
         await endpoint._open()
         try:
             endpoint._offered = sdp.offer_codecs(names)
@@ -113,20 +106,21 @@ class RtpEndpoint(Endpoint):
             raise
 
     async def _open(self) -> None:
+        context = self.host.context
         self.transport = await RtpTransport.open(
-            self.session.context.ports,
-            self.session.context.config.media_ip,
+            context.ports,
+            context.config.media_ip,
             on_packet=self._on_packet,
             on_rtcp_bye=self._on_rtcp_bye,
         )
-        if not self.session.alive:
+        if not self.host.alive:
             self.transport.close()
             raise EngineError(SESSION_GONE, "Session has been destroyed")
 
     def _write(self, codecs: tuple[sdp.Codec, ...]) -> str:
         assert self.transport is not None
         return sdp.write_sdp(
-            address=self.session.context.config.media_ip,
+            address=self.host.context.config.media_ip,
             port=self.transport.local_port,
             codecs=codecs,
             session_id=uuid.UUID(self.id).int & 0x7FFFFFFFFFFFFFFF,
@@ -147,9 +141,9 @@ class RtpEndpoint(Endpoint):
         if renegotiation:
             assert self.transport is not None
             self.transport.reopen_learning_window()
-            self.session.rebuild_routing()
+            self.host.routing_changed()
         else:
-            self.session.set_state(self, "connected")
+            self.host.set_state(self, "connected")
 
     def _apply(self, codecs: tuple[sdp.Codec, ...], remote: sdp.SessionDescription) -> None:
         """Install negotiated codecs and the remote address."""
@@ -201,12 +195,15 @@ class RtpEndpoint(Endpoint):
     def output_format(self) -> OutputFormat | None:
         return self._format
 
-    @property
-    def injecting(self) -> bool:
-        return self.transport is not None and self.transport.dtmf_busy
+    def packet_counters(self) -> tuple[int, int]:
+        transport = self.transport
+        if transport is None:
+            return (0, 0)
+        malformed = transport.malformed_packets + transport.malformed_rtcp_packets
+        return (malformed, transport.unexpected_source_packets)
 
     def plan_changed(self, table: RoutingTable) -> None:
-        endpoints = self.session.endpoints
+        endpoints = self.host.endpoints
         passthrough = []
         for destination_id in table.passthrough.get(self.id, ()):
             destination = endpoints[destination_id]
@@ -288,12 +285,12 @@ class RtpEndpoint(Endpoint):
 
     def _report_digit(self, digit: str, duration_ms: int) -> None:
         self.metrics.dtmf_events_total += 1
-        session = self.session
-        session.emit("dtmf", {"endpoint_id": self.id, "digit": digit, "duration_ms": duration_ms})
-        session.rtvbp.route_digit(self, digit, duration_ms)  # RTVBP legs that hear this one
+        host = self.host
+        host.emit("dtmf", {"endpoint_id": self.id, "digit": digit, "duration_ms": duration_ms})
+        host.route_digit(self, digit, duration_ms)
 
     def _on_rtcp_bye(self, ssrcs: list[int], reason: str | None) -> None:
-        self.session.emit(
+        self.host.emit(
             "endpoint.rtcp_bye", {"endpoint_id": self.id, "ssrc_list": ssrcs, "reason": reason}
         )
 
@@ -345,15 +342,27 @@ class RtpEndpoint(Endpoint):
             timestamp = mapped
         transport.send(packet.payload, event_pt, timestamp, packet.marker)
 
-    def inject_dtmf(self, digit: str, duration_ms: int, volume: int) -> None:
+    # -- DTMF ----------------------------------------------------------------------------------
+
+    def hear_digit(self, digit: str, duration_ms: int, *, from_packets: bool) -> bool:
+        """Digits that came as packets were forwarded as they are; others are injected."""
+        return not from_packets and self.accepts_dtmf
+
+    def inject_dtmf(self, digit: str, duration_ms: int, volume: int) -> bool:
+        """Queue the RFC 4733 packets of one digit (TelephoneEventError for bad values)."""
         if self._event_pt is None or self.transport is None:
             raise endpoint_error("No telephone-event PT negotiated")
         event = sdp.telephone_event_codec(self.codecs)
         clock_rate = event.clock_rate if event is not None else 8000
-        try:
-            self.transport.start_dtmf(digit, duration_ms, volume, self._event_pt, clock_rate)
-        except TelephoneEventError as error:
-            raise EngineError(INVALID_PARAMS, str(error)) from None
+        self.transport.start_dtmf(digit, duration_ms, volume, self._event_pt, clock_rate)
+        return True
+
+    @property
+    def injecting(self) -> bool:
+        return self.transport is not None and self.transport.dtmf_busy
+
+    def pace_injection(self, now: float) -> bool:
+        return self._transport_tick(now)
 
     # -- clock ---------------------------------------------------------------------------------
 
@@ -369,7 +378,10 @@ class RtpEndpoint(Endpoint):
             if released:
                 self._decode(released, now)
 
-    def transport_tick(self, now: float) -> bool:
+    def periodic(self, now: float) -> None:
+        self._transport_tick(now)
+
+    def _transport_tick(self, now: float) -> bool:
         """RTCP and injected-digit pacing; True while a digit is still being sent."""
         transport = self.transport
         if transport is None or transport.closed:

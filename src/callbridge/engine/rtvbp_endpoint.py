@@ -22,17 +22,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
-import numpy as np
 
-from callbridge.engine.endpoint import Endpoint
+from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.media.codecs import l16
-from callbridge.media.pcm import SAMPLE_DTYPE
-from callbridge.media.telephone_event import DIGITS
+from callbridge.media.tones import DTMF_TONE_HZ, dtmf_tone_frames
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import Role, encode_payload
 from callbridge.rtvbp.errors import (
@@ -43,9 +41,6 @@ from callbridge.rtvbp.errors import (
     SessionClosedError,
 )
 from callbridge.rtvbp.session import RtvbpSession, now_ms
-
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
 
 __all__ = ["End", "RtvbpEndpoint", "call_json", "payload_json"]
 
@@ -58,15 +53,6 @@ ended it), "application-hangup", "voice-hangup" (the peer hung up), "application
 
 MAX_QUEUED_FRAMES: Final = 25
 """Frames (500 ms) waiting for the socket before the oldest is dropped."""
-_DTMF_TONE_HZ: Final = {
-    digit: (row, column)
-    for digits, row in zip(("123A", "456B", "789C", "*0#D"), (697, 770, 852, 941), strict=True)
-    for digit, column in zip(digits, (1209, 1336, 1477, 1633), strict=True)
-}
-_DTMF_AMPLITUDE: Final = 4000
-"""Peak of each of the two tones of an in-band digit (the pair peaks at 8000, like tones)."""
-_DTMF_PAUSE_MS: Final = 60
-"""Silence after an in-band digit, so that two equal digits stay two."""
 MIN_DTMF_MS: Final = 40
 MAX_DTMF_MS: Final = 10000
 DEFAULT_DTMF_MS: Final = 160
@@ -78,20 +64,6 @@ def dtmf_duration_ms(pressed_at_ms: int, released_at_ms: int) -> int:
     if duration <= 0:
         return DEFAULT_DTMF_MS
     return min(max(duration, MIN_DTMF_MS), MAX_DTMF_MS)
-
-
-def dtmf_tone_frames(digit: str, duration_ms: int, sample_rate: int) -> list[bytes]:
-    """An in-band DTMF digit as 20 ms L16 frames: the tone pair, then a short pause."""
-    low, high = _DTMF_TONE_HZ[digit]
-    frame_samples = sample_rate // 50
-    tone_frames = max(1, -(-duration_ms // 20))
-    times = np.arange(tone_frames * frame_samples, dtype=np.float64) / sample_rate
-    wave = np.sin(2 * np.pi * low * times) + np.sin(2 * np.pi * high * times)
-    pcm = np.rint(wave * _DTMF_AMPLITUDE).astype(SAMPLE_DTYPE).tobytes()
-    step = frame_samples * 2
-    frames = [pcm[offset : offset + step] for offset in range(0, len(pcm), step)]
-    frames.extend([bytes(step)] * (_DTMF_PAUSE_MS // 20))
-    return frames
 
 
 def payload_json(value: Any) -> Any:
@@ -122,7 +94,7 @@ class RtvbpEndpoint(Endpoint):
 
     def __init__(
         self,
-        session: MediaSession,
+        host: EndpointHost,
         direction: str,
         state: str,
         *,
@@ -130,7 +102,7 @@ class RtvbpEndpoint(Endpoint):
         application_id: str,
         metadata: dict[str, Any] | None,
     ) -> None:
-        super().__init__(session, direction, state)
+        super().__init__(host, direction, state)
         self.call_info = call
         self.application_id = application_id
         self.metadata = metadata
@@ -187,7 +159,7 @@ class RtvbpEndpoint(Endpoint):
         entry["rtvbp"] = self.describe()
         return entry
 
-    def call_summary(self) -> dict[str, Any]:
+    def call_summary(self) -> dict[str, Any] | None:
         """This leg in session.list: enough to pick a parked call to claim."""
         return {
             "endpoint_id": self.id,
@@ -206,7 +178,7 @@ class RtvbpEndpoint(Endpoint):
         self.audio_codec = codec
         self.sample_rate = int(codec.sample_rate)
         self._format = OutputFormat(l16(self.sample_rate, "little"))
-        self._writer = self.session.context.spawn(
+        self._writer = self.host.context.spawn(
             self._write_loop(send_audio), name=f"rtvbp-writer-{self.id}"
         )
 
@@ -229,11 +201,8 @@ class RtvbpEndpoint(Endpoint):
             return
         self.last_inbound = now
         self.frames_received += 1
-        if self.direction == "recvonly":
-            return
-        chain = self.chain
-        if chain is not None and chain.active:
-            chain.push(frame, now)
+        if self.direction != "recvonly":
+            self.produce(frame, now)
 
     def _read_frame(self) -> bytes | None:
         """The peer's next frame to play this tick, or None."""
@@ -279,11 +248,15 @@ class RtvbpEndpoint(Endpoint):
 
     # -- DTMF ----------------------------------------------------------------------------------
 
+    def hear_digit(self, digit: str, duration_ms: int, *, from_packets: bool) -> bool:
+        self.send_digit(digit, duration_ms)
+        return False
+
     def send_digit(self, digit: str, duration_ms: int) -> None:
-        """A digit pressed on another leg: a `dtmf` event to an application, or in-band tones
-        to a voice peer (an application may not send `dtmf` events in RTVBP)."""
+        """A digit toward the peer: a `dtmf` event to an application, or in-band tones to a
+        voice peer (an application may not send `dtmf` events in RTVBP)."""
         rtvbp = self.rtvbp
-        if rtvbp is None or self.state != "connected" or digit not in _DTMF_TONE_HZ:
+        if rtvbp is None or self.state != "connected" or digit not in DTMF_TONE_HZ:
             return
         if self.role is Role.VOICE:
             released_at = now_ms()
@@ -298,14 +271,16 @@ class RtvbpEndpoint(Endpoint):
             self._inband.extend(dtmf_tone_frames(digit, duration_ms, self.sample_rate))
             self._inband_playing = True
 
-    def inject_digit(self, digit: str, duration_ms: int) -> None:
-        """`endpoint.dtmf.inject` on this leg: toward its own peer, like `send_digit`."""
+    def inject_dtmf(self, digit: str, duration_ms: int, volume: int) -> bool:
+        """`endpoint.dtmf.inject` on this leg: toward its own peer, its own way (no RFC 4733,
+        so the session's injection slot stays free)."""
         digit = digit.upper()
-        if len(digit) != 1 or digit not in DIGITS:
+        if digit not in DTMF_TONE_HZ:
             raise EngineError(INVALID_PARAMS, f"invalid DTMF digit {digit!r}")
         if self.state != "connected":
             raise endpoint_error("RTVBP endpoint is not connected")
         self.send_digit(digit, min(max(duration_ms, MIN_DTMF_MS), MAX_DTMF_MS))
+        return False
 
     def _play_inband(self) -> None:
         inband = self._inband
@@ -380,19 +355,19 @@ class RtvbpEndpoint(Endpoint):
 
     def received_event(self, name: str, data: Any) -> None:
         """Every RTVBP event from the peer goes to the controller; a digit also crosses legs."""
-        session = self.session
-        if self.closed or not session.alive:
+        host = self.host
+        if self.closed or not host.alive:
             return
-        session.emit(
+        host.emit(
             "rtvbp.event", {"endpoint_id": self.id, "event": name, "data": payload_json(data)}
         )
-        if isinstance(data, bf.DtmfEvent) and data.digit in _DTMF_TONE_HZ:
+        if isinstance(data, bf.DtmfEvent) and data.digit in DTMF_TONE_HZ:
             duration_ms = dtmf_duration_ms(data.pressed_at, data.released_at)
-            session.metrics.dtmf_events_total += 1
-            session.emit(
+            host.metrics.dtmf_events_total += 1
+            host.emit(
                 "dtmf", {"endpoint_id": self.id, "digit": data.digit, "duration_ms": duration_ms}
             )
-            session.rtvbp.route_digit(self, data.digit, duration_ms)
+            host.route_digit(self, data.digit, duration_ms)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -401,11 +376,10 @@ class RtvbpEndpoint(Endpoint):
         self.ended = True
         if self.closed:
             return  # removed by the controller or its session destroyed: nothing to report
-        session = self.session
-        session.emit(
+        self.host.emit(
             "endpoint.rtvbp.ended", {"endpoint_id": self.id, "reason": reason, "detail": detail}
         )
-        session.discard(self)
+        self.host.remove(self)
 
     def close(self) -> None:
         """Leave the media path now; end the RTVBP session in the background (bounded)."""
@@ -415,16 +389,16 @@ class RtvbpEndpoint(Endpoint):
         self._outgoing.clear()
         self._inband.clear()
         self._inband_playing = False
-        session = self.session
-        reason = "removed" if session.alive else session.end_reason
-        session.context.spawn(self._end_leg(reason), name=f"rtvbp-close-{self.id}")
+        host = self.host
+        reason = "removed" if host.alive else host.end_reason
+        host.context.spawn(self._end_leg(reason), name=f"rtvbp-close-{self.id}")
 
     async def _end_leg(self, reason: str) -> None:
         writer = self._writer
         if writer is not None:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        timeout_s = self.session.context.config.rtvbp_close_timeout_s
+        timeout_s = self.host.context.config.rtvbp_close_timeout_s
         try:
             if not self.ended:
                 async with asyncio.timeout(timeout_s):

@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarl import URL
 
+from callbridge.engine.endpoint import EndpointHost
 from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.errors import RemoteError, RtvbpError, SessionClosedError
 from callbridge.rtvbp.voice import VoiceCall
-
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
 
 __all__ = ["OutboundRtvbpEndpoint", "display_url"]
 
@@ -56,7 +54,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
 
     def __init__(
         self,
-        session: MediaSession,
+        host: EndpointHost,
         direction: str,
         *,
         url: str,
@@ -68,7 +66,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
         headers: Mapping[str, str] | None,
     ) -> None:
         super().__init__(
-            session,
+            host,
             direction,
             "connecting",
             call=call,
@@ -89,10 +87,10 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
 
     def start(self) -> None:
         """Dial in the background (the control request has already returned)."""
-        self._task = self.session.context.spawn(self._run(), name=f"rtvbp-dial-{self.id}")
+        self._task = self.host.context.spawn(self._run(), name=f"rtvbp-dial-{self.id}")
 
     async def _run(self) -> None:
-        config = self.session.context.config
+        config = self.host.context.config
         try:
             voice = await VoiceCall.dial(
                 self.url,
@@ -104,7 +102,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
                 headers=self._headers,
                 request_timeout_s=config.rtvbp_request_timeout_s,
                 connect_timeout_s=config.rtvbp_connect_timeout_s,
-                variables=self.session.variables,
+                variables=self.host.variables,
                 event_hook=self.received_event,
             )
         except asyncio.CancelledError:
@@ -119,7 +117,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
         self.rtvbp = voice.session
         assert voice.codec is not None
         self.start_media(voice.codec, voice.send_audio)
-        self.session.set_state(self, "connected")
+        self.host.set_state(self, "connected")
         outcome = await voice.wait_ended()
         self.finish(*(self.end or (outcome.kind, outcome.detail)))
 

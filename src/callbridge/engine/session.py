@@ -1,11 +1,12 @@
-"""A media session: its endpoints, routing, events, timeouts, and the control methods.
+"""A media session: its endpoints, routing, events, timeouts, and the generic control methods.
 
-All methods run on the worker's event loop, one at a time per call site; there is no task per
-session. The media clock calls `_on_tick` every 20 ms (generators, jitter buffers, RTCP, mixing)
-and the manager calls `housekeeping` about once a second (timeouts, DTMF ends).
+All methods run on the worker's event loop; there is no task per session. The media clock calls
+`_on_tick` every 20 ms (generators, jitter buffers, RTCP, digit injection, mixing) and the
+manager calls `housekeeping` about once a second (timeouts, DTMF ends).
 
-Events go to the `EventSink` of the bound control connection; while orphaned they are
-discarded (rtpbridge §2). Times are monotonic seconds.
+The session names no endpoint kind: each kind's module creates its endpoints and adds them
+through `slot()`; what varies by kind is a method of the endpoint. Events go to the `EventSink`
+of the bound control connection; while orphaned they are discarded. Times are monotonic seconds.
 """
 
 from __future__ import annotations
@@ -14,31 +15,21 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, Protocol
 
-from callbridge.engine.bridge_endpoint import BridgeEndpoint
-from callbridge.engine.endpoint import Endpoint, check_direction
-from callbridge.engine.errors import (
-    INVALID_PARAMS,
-    SESSION_GONE,
-    SESSION_NOT_FOUND,
-    EngineError,
-    endpoint_error,
-)
-from callbridge.engine.file_endpoint import FileEndpoint
+from callbridge.engine.context import EngineContext
+from callbridge.engine.dtmf_crossing import DtmfCrossing
+from callbridge.engine.endpoint import Endpoint
+from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.metrics import EngineMetrics
+from callbridge.engine.pipeline import FrameConsumer
 from callbridge.engine.plan import MediaPlan, build_plan
 from callbridge.engine.routing import build_routing
-from callbridge.engine.rtp_endpoint import RtpEndpoint
-from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
-from callbridge.engine.session_rtvbp import SessionRtvbp
-from callbridge.engine.tone_endpoint import ToneEndpoint
 
-if TYPE_CHECKING:
-    from callbridge.engine.context import EngineContext
-
-__all__ = ["CRITICAL_EVENTS", "EventSink", "MediaSession"]
+__all__ = ["CRITICAL_EVENTS", "EndpointSlot", "EventSink", "MediaSession", "SessionObserver"]
 
 EventSink = Callable[[str, dict[str, Any], bool], None]
 """(event name, data, critical) -> None; never blocks, never raises."""
@@ -54,25 +45,61 @@ CRITICAL_EVENTS: Final = frozenset(
         "call.incoming",
     }
 )
+"""Events queued ahead of the others and dropped last when a controller falls behind."""
 
-_EndpointT = TypeVar("_EndpointT", bound=Endpoint)
-_RTCP_CHECK_FRAMES: Final = 10
-"""RTP transports look for a due RTCP report every tenth frame (reports are 5 s apart)."""
+MAX_ENDPOINTS_MESSAGE: Final = "MAX_ENDPOINTS_REACHED"
+_PERIODIC_FRAMES: Final = 10
+"""Endpoints with periodic work (RTCP reports, 5 s apart) are called every tenth frame."""
 
 logger = logging.getLogger(__name__)
+
+
+class SessionObserver(Protocol):
+    """Session-level features that follow endpoints (recordings, detectors) implement this."""
+
+    def endpoint_leaving(self, endpoint: Endpoint, reason: str) -> None:
+        """`endpoint` is about to leave the session; `reason` is "endpoint_removed" (any removal)
+        or what the caller of `remove` says (e.g. "endpoint_transferred")."""
+
+    def session_ending(self, reason: str) -> None:
+        """The session is being destroyed (`reason` as given to `teardown`)."""
 
 
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class EndpointSlot:
+    """One reserved endpoint place in a session (`MediaSession.reserve` or `slot`): filled
+    by `add`, or given back by `release`."""
+
+    __slots__ = ("_done", "_session")
+
+    def __init__(self, session: MediaSession) -> None:
+        self._session = session
+        self._done = False
+
+    def add(self, endpoint: Endpoint) -> None:
+        """Put the created endpoint into the session (once) and re-route."""
+        if self._done:
+            raise RuntimeError("endpoint slot already used")
+        self._done = True
+        self._session._insert(endpoint)
+
+    def release(self) -> None:
+        """Give the place back unless an endpoint took it; idempotent."""
+        if not self._done:
+            self._done = True
+            self._session._reserved -= 1
+
+
 class MediaSession:
-    """One session: endpoints, their routing, and the methods of the control protocol."""
+    """One session: endpoints, their routing, and the generic control methods."""
 
     def __init__(self, context: EngineContext, sink: EventSink | None) -> None:
         self.id = str(uuid.uuid4())
         self.context = context
-        self.metrics = context.metrics
+        self.metrics: EngineMetrics = context.metrics
         self.state = "active"
         self.alive = True
         self.created_at = datetime.now(UTC)
@@ -80,17 +107,15 @@ class MediaSession:
         self.plan = MediaPlan()
         self._sink = sink
         self._reserved = 0
-        """Endpoint slots taken by creations still awaiting their sockets."""
+        """Endpoint slots taken by creations still in progress."""
         now = time.monotonic()
         self._last_command = now
         self._empty_since: float | None = now
         self._tick = 0
         self._tickers: tuple[Endpoint, ...] = ()
-        """Endpoints with work every frame: file and tone playout, RTP jitter buffers."""
-        self._rtp: tuple[RtpEndpoint, ...] = ()
-        self._injecting: set[RtpEndpoint] = set()
-        """RTP endpoints sending an injected digit (their transport ticks every frame)."""
-        self._rtcp_phase = random.randrange(_RTCP_CHECK_FRAMES)
+        self._periodic: tuple[Endpoint, ...] = ()
+        self._periodic_phase = random.randrange(_PERIODIC_FRAMES)
+        self.dtmf = DtmfCrossing(self.endpoints, self._destinations_of)
         self.orphan_generation = 0
         """Bumped on every orphan/attach so a stale disconnect timer does nothing."""
         self.parked = False
@@ -99,7 +124,8 @@ class MediaSession:
         """Why the session ended (the hang-up reason its RTVBP legs are given)."""
         self.variables: dict[str, Any] = {}
         """Session variables: RTVBP applications read and write them (session.get/set)."""
-        self.rtvbp = SessionRtvbp(self)
+        self.observers: list[SessionObserver] = []
+        self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
         context.clock.add(self._on_tick)
 
     # -- binding and events ------------------------------------------------------------------
@@ -119,7 +145,7 @@ class MediaSession:
         self.orphan_generation += 1
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
-        """Send an event to the bound connection, if any (critical per rtpbridge's set)."""
+        """Send an event to the bound connection, if any."""
         sink = self._sink
         if sink is None or not self.alive:
             return
@@ -135,14 +161,18 @@ class MediaSession:
     # -- description -------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """The session.list entry; `calls` lists its RTVBP legs, when it has any."""
+        """The session.list entry; `calls` lists the calls (RTVBP legs) it holds, if any."""
         summary: dict[str, Any] = {
             "session_id": self.id,
             "state": self.state,
             "endpoint_count": len(self.endpoints),
             "created_at": _rfc3339(self.created_at),
         }
-        calls = self.rtvbp.calls()
+        calls = [
+            call
+            for endpoint in self.endpoints.values()
+            if (call := endpoint.call_summary()) is not None
+        ]
         if calls:
             summary["calls"] = calls
         return summary
@@ -158,45 +188,57 @@ class MediaSession:
             "vad_active": [],
         }
 
-    # -- endpoint bookkeeping ----------------------------------------------------------------
+    # -- endpoint bookkeeping (the host interface) -------------------------------------------
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """SESSION_GONE once the session is destroyed."""
         if not self.alive:
             raise EngineError(SESSION_GONE, "Session has been destroyed")
 
-    def reserve_slot(self, message: str = "MAX_ENDPOINTS_REACHED") -> None:
-        """Take one endpoint slot or raise ENDPOINT_ERROR; pair with `add` or `unreserve`."""
-        self._check_alive()
+    def reserve(self) -> EndpointSlot:
+        """One endpoint place for an endpoint being created; ENDPOINT_ERROR
+        `MAX_ENDPOINTS_REACHED` when the session is full (reserved places count)."""
+        self.check_alive()
         limit = self.context.config.max_endpoints_per_session
         if limit and len(self.endpoints) + self._reserved >= limit:
-            raise endpoint_error(message)
+            raise endpoint_error(MAX_ENDPOINTS_MESSAGE)
         self._reserved += 1
+        return EndpointSlot(self)
 
-    def unreserve(self) -> None:
-        self._reserved -= 1
+    @contextmanager
+    def slot(self) -> Iterator[EndpointSlot]:
+        """`reserve` for the block: the place is given back if the block ends without `add`."""
+        place = self.reserve()
+        try:
+            yield place
+        finally:
+            place.release()
 
-    def add(self, endpoint: _EndpointT) -> _EndpointT:
-        """Insert a created endpoint (its slot was reserved) and rebuild routing."""
+    def _insert(self, endpoint: Endpoint) -> None:
         self._reserved -= 1
         self.endpoints[endpoint.id] = endpoint
         self._empty_since = None
         self.metrics.endpoints_total += 1
         self.metrics.endpoints_active += 1
         self.rebuild_routing()
-        return endpoint
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
         """The endpoint with this id; ENDPOINT_ERROR "Endpoint not found" otherwise."""
-        self._check_alive()
+        self.check_alive()
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
             raise endpoint_error("Endpoint not found")
         return endpoint
 
-    def discard(self, endpoint: Endpoint) -> None:
-        """Remove and close an endpoint without any event (failures, bridge partners)."""
-        if self.endpoints.pop(endpoint.id, None) is None:
+    def remove(self, endpoint: Endpoint, reason: str = "endpoint_removed") -> None:
+        """Take an endpoint out and close it without any event of its own (failures, bridge
+        partners); observers hear `reason` first, and its audio taps go with it."""
+        if endpoint.id not in self.endpoints:
             return
+        for observer in list(self.observers):
+            observer.endpoint_leaving(endpoint, reason)
+        del self.endpoints[endpoint.id]
+        self._audio_taps.pop(endpoint.id, None)
         endpoint.close()
         self.metrics.endpoints_active -= 1
         if not self.endpoints:
@@ -217,20 +259,48 @@ class MediaSession:
             )
         self.rebuild_routing()
 
+    def routing_changed(self) -> None:
+        self.rebuild_routing()
+
+    def route_digit(self, source: Endpoint, digit: str, duration_ms: int) -> None:
+        self.dtmf.route(source, digit, duration_ms)
+
     def rebuild_routing(self) -> None:
-        """Recompute routes and the decoded path (called on every add, remove, state change)."""
+        """Recompute routes and the decoded path (on every add, remove, state change)."""
         if not self.alive:
             return
         table = build_routing(endpoint.route_node() for endpoint in self.endpoints.values())
         self.plan = build_plan(
-            table, self.endpoints, self.plan, self.metrics, self.context.config.opus_complexity
+            table,
+            self.endpoints,
+            self.plan,
+            self.metrics,
+            self.context.config.opus_complexity,
+            self._audio_taps,
         )
-        self._tickers = tuple(
-            endpoint for endpoint in self.endpoints.values() if endpoint.needs_tick
-        )
-        self._rtp = tuple(
-            endpoint for endpoint in self.endpoints.values() if isinstance(endpoint, RtpEndpoint)
-        )
+        endpoints = self.endpoints.values()
+        self._tickers = tuple(endpoint for endpoint in endpoints if endpoint.needs_tick)
+        self._periodic = tuple(endpoint for endpoint in endpoints if endpoint.has_periodic_work)
+
+    def add_audio_tap(self, endpoint_id: str, rate: int, consumer: FrameConsumer) -> None:
+        """Feed `consumer` every 20 ms frame the endpoint produces, resampled to `rate` Hz
+        (the endpoint is decoded for it); re-routes."""
+        self.endpoint(endpoint_id)
+        self._audio_taps.setdefault(endpoint_id, []).append((rate, consumer))
+        self.rebuild_routing()
+
+    def remove_audio_tap(self, endpoint_id: str, consumer: FrameConsumer) -> None:
+        """Stop feeding `consumer` (idempotent); re-routes."""
+        taps = self._audio_taps.get(endpoint_id)
+        if not taps:
+            return
+        taps[:] = [(rate, tap) for rate, tap in taps if tap is not consumer]
+        if not taps:
+            del self._audio_taps[endpoint_id]
+        self.rebuild_routing()
+
+    def _destinations_of(self, source_id: str) -> tuple[str, ...]:
+        return self.plan.table.destinations.get(source_id, ())
 
     # -- media clock and housekeeping --------------------------------------------------------
 
@@ -240,17 +310,12 @@ class MediaSession:
         tick = self._tick = self._tick + 1
         for endpoint in self._tickers:
             endpoint.tick(now)
-        if self.rtvbp.pending_digits:
-            self.rtvbp.start_pending_digit()
-        if self._injecting:
-            for endpoint in list(self._injecting):
-                if not endpoint.transport_tick(now):
-                    self._injecting.discard(endpoint)
-        if tick % _RTCP_CHECK_FRAMES == self._rtcp_phase:
-            for endpoint in self._rtp:
-                endpoint.transport_tick(now)
+        self.dtmf.tick(now)
+        if tick % _PERIODIC_FRAMES == self._periodic_phase:
+            for endpoint in self._periodic:
+                endpoint.periodic(now)
         for stage in self.plan.stages:
-            stage.run(self._tick, now)
+            stage.run(tick, now)
 
     def housekeeping(self, now: float) -> None:
         """Slow timers: DTMF ends, media timeouts, then idle and empty-session timeouts."""
@@ -297,192 +362,57 @@ class MediaSession:
                 last = endpoint.last_inbound
         return last
 
-    # -- control methods ---------------------------------------------------------------------
-
-    async def create_from_offer(self, sdp: str, direction: str) -> tuple[str, str]:
-        """A plain RTP endpoint answering `sdp`; returns (endpoint_id, sdp_answer)."""
-        check_direction(direction)
-        self.touch()
-        self.reserve_slot()
-        try:
-            endpoint, answer = await RtpEndpoint.from_offer(self, sdp, direction)
-        except BaseException:
-            self.unreserve()
-            raise
-        self.add(endpoint)
-        return endpoint.id, answer
-
-    async def create_offer(
-        self, kind: str, direction: str, codecs: list[str] | None, srtp: bool
-    ) -> tuple[str, str]:
-        """An RTP endpoint with our offer; routable once `accept_answer` is called."""
-        check_direction(direction)
-        self.touch()
-        if kind == "webrtc":
-            raise endpoint_error("WebRTC endpoints are not supported yet")
-        if kind != "rtp":
-            raise EngineError(INVALID_PARAMS, f"unknown endpoint type {kind!r}")
-        if srtp:
-            raise endpoint_error("SRTP is not supported yet")
-        self.reserve_slot()
-        try:
-            endpoint, offer = await RtpEndpoint.with_offer(self, direction, codecs)
-        except BaseException:
-            self.unreserve()
-            raise
-        self.add(endpoint)
-        return endpoint.id, offer
+    # -- generic control methods -------------------------------------------------------------
 
     async def accept_answer(self, endpoint_id: str, sdp: str) -> None:
         self.touch()
-        endpoint = self.endpoint(endpoint_id)
-        if not isinstance(endpoint, RtpEndpoint):
-            raise endpoint_error("This endpoint type doesn't accept SDP answers")
-        endpoint.accept_answer(sdp)
-
-    async def create_with_file(
-        self,
-        source: str,
-        *,
-        start_ms: int = 0,
-        loop_count: int | None = 0,
-        cache_ttl_secs: int = 300,
-        shared: bool = False,
-        timeout_ms: int = 10000,
-        headers: dict[str, str] | None = None,
-        gain_db: float = 0.0,
-    ) -> str:
-        """A file playback endpoint (local path or http(s) URL); `shared` plays unshared."""
-        self.touch()
-        if loop_count is not None and not 0 <= loop_count <= 10000:
-            raise EngineError(INVALID_PARAMS, "loop_count must be 0..10000 or null")
-        if not 1 <= timeout_ms <= 60000:
-            raise EngineError(INVALID_PARAMS, "timeout_ms must be 1..60000")
-        if start_ms < 0:
-            raise EngineError(INVALID_PARAMS, "start_ms must not be negative")
-        self.reserve_slot()
-        try:
-            endpoint = FileEndpoint.create(
-                self,
-                source,
-                start_ms=start_ms,
-                loop_count=loop_count,
-                cache_ttl_s=cache_ttl_secs,
-                timeout_s=timeout_ms / 1000,
-                headers=headers,
-                gain_db=gain_db,
-            )
-        except BaseException:
-            self.unreserve()
-            raise
-        self.add(endpoint)
-        endpoint.started()
-        return endpoint.id
-
-    async def create_tone(self, tone: str, frequency: float | None, duration_ms: int | None) -> str:
-        self.touch()
-        self.reserve_slot("max endpoints reached")
-        try:
-            endpoint = ToneEndpoint(self, tone, frequency, duration_ms)
-        except BaseException:
-            self.unreserve()
-            raise
-        self.add(endpoint)
-        return endpoint.id
+        self.endpoint(endpoint_id).accept_answer(sdp)
 
     async def remove_endpoint(self, endpoint_id: str) -> None:
         self.touch()
         endpoint = self.endpoint(endpoint_id)
-        if isinstance(endpoint, BridgeEndpoint):
-            endpoint.remove_partner()
-        self.discard(endpoint)
+        endpoint.removing()
+        self.remove(endpoint)
 
     async def file_seek(self, endpoint_id: str, position_ms: int) -> None:
         self.touch()
-        self._file(endpoint_id).seek(position_ms)
+        self.endpoint(endpoint_id).seek(position_ms)
 
     async def file_pause(self, endpoint_id: str) -> None:
         self.touch()
-        self._file(endpoint_id).pause()
+        self.endpoint(endpoint_id).pause()
 
     async def file_resume(self, endpoint_id: str) -> None:
         self.touch()
-        self._file(endpoint_id).resume()
-
-    def _file(self, endpoint_id: str) -> FileEndpoint:
-        endpoint = self.endpoint(endpoint_id)
-        if not isinstance(endpoint, FileEndpoint):
-            raise endpoint_error("Not a file endpoint")
-        return endpoint
+        self.endpoint(endpoint_id).resume()
 
     async def dtmf_inject(
         self, endpoint_id: str, digit: str, duration_ms: int, volume: int
     ) -> None:
-        """Send one RFC 4733 digit out of `endpoint_id` to its own peer (one at a time).
-
-        An RTVBP leg sends it its own way: a `dtmf` event to an application, in-band tones to
-        a voice peer.
-        """
+        """Send one digit out of `endpoint_id` to its own peer (one injection at a time)."""
         self.touch()
-        self._check_alive()
-        if self.injecting:
+        self.check_alive()
+        if self.dtmf.busy:
             raise endpoint_error("DTMF injection already in progress")
-        endpoint = self.endpoint(endpoint_id)
-        if isinstance(endpoint, FileEndpoint | ToneEndpoint):
-            raise endpoint_error("Cannot inject DTMF into file endpoint")
-        if isinstance(endpoint, RtvbpEndpoint):
-            endpoint.inject_digit(digit, duration_ms)
-            return
-        if not isinstance(endpoint, RtpEndpoint):
-            raise endpoint_error("No telephone-event PT negotiated")
-        self.start_injection(endpoint, digit, duration_ms, volume)
+        self.dtmf.inject(self.endpoint(endpoint_id), digit, duration_ms, volume)
 
-    @property
-    def injecting(self) -> bool:
-        """An RTP endpoint of this session is sending an injected digit."""
-        return any(
-            isinstance(endpoint, RtpEndpoint) and endpoint.injecting
-            for endpoint in self.endpoints.values()
-        )
-
-    def start_injection(
-        self, endpoint: RtpEndpoint, digit: str, duration_ms: int, volume: int
-    ) -> None:
-        """Start sending one RFC 4733 digit out of `endpoint` (the caller checked the slot)."""
-        endpoint.inject_dtmf(digit, duration_ms, volume)
-        self._injecting.add(endpoint)
-
-    async def bridge(self, target_session_id: str, direction: str) -> tuple[str, str]:
-        """A pair of bridge endpoints, here and in the target; returns (mine, theirs)."""
-        check_direction(direction)
+    def get_variables(self, keys: Sequence[str] | None) -> dict[str, Any]:
+        """The session variables (all of them without keys; missing keys are left out)."""
         self.touch()
-        self._check_alive()
-        if target_session_id == self.id:
-            raise EngineError(INVALID_PARAMS, "Cannot bridge a session to itself")
-        target = self.context.find_session(target_session_id)
-        if target is None or not target.alive:
-            raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
-        self.reserve_slot()
-        try:
-            target.reserve_slot()
-        except EngineError:
-            self.unreserve()  # roll back our side
-            raise
-        mine = BridgeEndpoint(self, direction)
-        theirs = BridgeEndpoint(target, direction)
-        mine.partner, theirs.partner = theirs, mine
-        self.add(mine)
-        target.add(theirs)
-        return mine.id, theirs.id
+        if not keys:
+            return dict(self.variables)
+        return {key: self.variables[key] for key in keys if key in self.variables}
+
+    def set_variables(self, data: Mapping[str, Any]) -> None:
+        self.touch()
+        self.variables.update(data)
 
     async def destroy(self, reason: str = "session destroyed") -> None:
         """Stop everything and free every socket; idempotent. Emits nothing.
 
         RTVBP legs are hung up with `reason` in the background (bounded, never waited for).
         """
-        closing = [
-            endpoint for endpoint in self.endpoints.values() if isinstance(endpoint, RtpEndpoint)
-        ]
+        closing = list(self.endpoints.values())
         self.teardown(reason)
         for endpoint in closing:
             await endpoint.wait_closed()
@@ -492,6 +422,8 @@ class MediaSession:
         if not self.alive:
             return
         self.end_reason = reason
+        for observer in list(self.observers):
+            observer.session_ending(reason)
         self.alive = False
         self._sink = None
         self.context.clock.discard(self._on_tick)
@@ -500,11 +432,12 @@ class MediaSession:
         self.metrics.endpoints_active -= len(self.endpoints)
         self.endpoints.clear()
         self._tickers = ()
-        self._rtp = ()
-        self._injecting.clear()
-        self.rtvbp.pending_digits.clear()
+        self._periodic = ()
+        self.dtmf.clear()
+        self._audio_taps.clear()
+        self.observers.clear()
         self.plan = MediaPlan()
-        self.context.session_destroyed(self)
+        self.context.session_destroyed(self.id)
 
 
 def _seconds(value: float) -> int | float:

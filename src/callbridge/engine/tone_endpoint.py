@@ -2,23 +2,32 @@
 
 Sendonly, state `playing`; with `duration_ms` it stops after that long with
 `endpoint.tone.finished` and state `finished` (the endpoint stays until removed).
-Tones are generated at 8000 Hz like rtpbridge's, or 48000 Hz for a sine too high for 8000 Hz.
+Tones are generated at 8000 Hz, or 48000 Hz for a sine too high for 8000 Hz.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast, get_args
+from typing import Final, cast, get_args
 
-from callbridge.engine.endpoint import Endpoint
+from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import INVALID_PARAMS, EngineError
+from callbridge.engine.session import MediaSession
 from callbridge.media.tones import MAX_FREQUENCY_HZ, MIN_FREQUENCY_HZ, ToneGenerator, ToneKind
 
-if TYPE_CHECKING:
-    from callbridge.engine.session import MediaSession
-
-__all__ = ["ToneEndpoint"]
+__all__ = ["ToneEndpoint", "create_tone"]
 
 _NARROWBAND_LIMIT_HZ: Final = 3800.0
+
+
+async def create_tone(
+    session: MediaSession, tone: str, frequency: float | None, duration_ms: int | None
+) -> str:
+    """`endpoint.create_tone`: returns the new endpoint's id."""
+    session.touch()
+    with session.slot() as slot:
+        endpoint = ToneEndpoint(session, tone, frequency, duration_ms)
+        slot.add(endpoint)
+    return endpoint.id
 
 
 class ToneEndpoint(Endpoint):
@@ -28,7 +37,7 @@ class ToneEndpoint(Endpoint):
 
     def __init__(
         self,
-        session: MediaSession,
+        host: EndpointHost,
         tone: str,
         frequency: float | None,
         duration_ms: int | None,
@@ -39,7 +48,7 @@ class ToneEndpoint(Endpoint):
             raise EngineError(INVALID_PARAMS, "frequency must be 20..20000 Hz")
         if duration_ms is not None and duration_ms <= 0:
             raise EngineError(INVALID_PARAMS, "duration_ms must be positive")
-        super().__init__(session, "sendonly", "playing")
+        super().__init__(host, "sendonly", "playing")
         self.tone = tone
         used_frequency = frequency if tone == "sine" else None
         rate = 48000 if (used_frequency or 0.0) > _NARROWBAND_LIMIT_HZ else 8000
@@ -57,9 +66,7 @@ class ToneEndpoint(Endpoint):
             return
         frame = self._generator.next_frame()
         if frame is None:
-            self.session.set_state(self, "finished", event=False)
-            self.session.emit("endpoint.tone.finished", {"endpoint_id": self.id})
+            self.host.set_state(self, "finished", event=False)
+            self.host.emit("endpoint.tone.finished", {"endpoint_id": self.id})
             return
-        chain = self.chain
-        if chain is not None and chain.active:
-            chain.push(frame, now)
+        self.produce(frame, now)

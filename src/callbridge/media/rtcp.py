@@ -1,4 +1,4 @@
-"""RTCP packets (RFC 3550 §6): parse compound packets; build SR, RR, SDES CNAME and BYE.
+"""RTCP packets (RFC 3550 section 6): parse compound packets; build SR, RR, SDES CNAME and BYE.
 
 `parse_rtcp` raises `RtcpError` for a compound packet that is malformed anywhere (the caller
 counts and drops it). APP and the feedback/XR types are skipped. The first packet is not required
@@ -6,8 +6,8 @@ to be an SR or RR (reduced-size RTCP, RFC 5506, is accepted). Input must already
 (the SRTCP trailer removed).
 
 `ReceptionStats` keeps the per-source figures (RFC 3550 A.1, A.3, A.8) that fill our report
-blocks, and the round-trip time derived from the peer's report blocks. It reads no clock: every
-time is passed in, in seconds.
+blocks; `round_trip_time` derives the RTT from a peer's report block about our stream. Neither
+reads a clock: every time is passed in, in seconds.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class RtcpError(MediaError, ValueError):
 
 
 class ReportBlock(msgspec.Struct, frozen=True, gc=False):
-    """One reception report (RFC 3550 §6.4.1) about the source `ssrc`.
+    """One reception report (RFC 3550 section 6.4.1) about the source `ssrc`.
 
     `fraction_lost` is 0..255 (lost/expected × 256 over the last interval); `cumulative_lost` is
     signed 24-bit (duplicates can make it negative); `jitter` is in RTP timestamp units;
@@ -336,7 +336,7 @@ def compact_ntp(ntp: int) -> int:
 
 
 def round_trip_time(block: ReportBlock, arrival_unix: float) -> float | None:
-    """RTT in seconds from a peer's report block about our stream (RFC 3550 §6.4.1).
+    """RTT in seconds from a peer's report block about our stream (RFC 3550 section 6.4.1).
 
     `arrival_unix` is when the block arrived, on the clock that stamped our SRs. None when the
     peer has not seen an SR yet (LSR 0) or the result is outside 0..10 s (clock trouble).
@@ -380,7 +380,6 @@ class ReceptionStats:
         "jitter",
         "min_sequential",
         "received",
-        "round_trip_time",
         "ssrc",
     )
 
@@ -394,8 +393,6 @@ class ReceptionStats:
         """Packets counted since the source became valid (includes duplicates, as in A.3)."""
         self.jitter = 0.0
         """Interarrival jitter estimate, RTP timestamp units."""
-        self.round_trip_time: float | None = None
-        """Last plausible RTT from the peer's report blocks, seconds."""
         self._probation = min_sequential
         self._max_sequence = -1
         self._base_sequence = 0
@@ -444,7 +441,7 @@ class ReceptionStats:
         self._previous_arrival = None
 
     def on_rtp(
-        self, sequence: int, timestamp: int, arrival: float, *, update_jitter: bool = True
+        self, sequence: int, timestamp: int, arrival: float, update_jitter: bool = True
     ) -> bool:
         """Account one RTP packet; False when it is not counted (probation, unconfirmed jump).
 
@@ -476,32 +473,22 @@ class ReceptionStats:
                     return False
                 self._restart(sequence)
         self.received += 1
-        if update_jitter:
-            self._update_jitter(timestamp, arrival)
+        if update_jitter:  # A.8, inline: this runs for every packet
+            previous = self._previous_arrival
+            self._previous_arrival = arrival
+            if previous is not None:
+                elapsed = (arrival - previous) * self.clock_rate
+                advanced = ((timestamp - self._previous_timestamp + 0x80000000) & 0xFFFFFFFF) - (
+                    0x80000000
+                )
+                self.jitter += (abs(elapsed - advanced) - self.jitter) / 16.0
+            self._previous_timestamp = timestamp
         return True
-
-    def _update_jitter(self, timestamp: int, arrival: float) -> None:
-        previous = self._previous_arrival
-        self._previous_arrival = arrival
-        if previous is not None:
-            elapsed = (arrival - previous) * self.clock_rate
-            advanced = ((timestamp - self._previous_timestamp + 0x80000000) & 0xFFFFFFFF) - (
-                0x80000000
-            )
-            self.jitter += (abs(elapsed - advanced) - self.jitter) / 16.0
-        self._previous_timestamp = timestamp
 
     def on_sender_report(self, report: SenderReport, arrival: float) -> None:
         """Remember the peer's SR so our next report block carries LSR and DLSR."""
         self._last_sr = compact_ntp(report.ntp_timestamp)
         self._last_sr_arrival = arrival
-
-    def on_report_block(self, block: ReportBlock, arrival_unix: float) -> float | None:
-        """Take the RTT from the peer's report block about our stream; keep it if plausible."""
-        rtt = round_trip_time(block, arrival_unix)
-        if rtt is not None:
-            self.round_trip_time = rtt
-        return rtt
 
     def report_block(self, now: float) -> ReportBlock:
         """Our report block about this source; starts a new fraction-lost interval (A.3)."""

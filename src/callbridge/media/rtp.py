@@ -1,8 +1,10 @@
-"""RTP packets (RFC 3550 §5): parse, build, the in-place header rewrite, rtcp-mux demux, seq math.
+"""RTP packets (RFC 3550 section 5): parse, build, rtcp-mux demux, sequence arithmetic.
 
 Errors: `parse_rtp` raises `RtpError` for anything that is not a valid RTP packet (the caller
-counts and drops it); `build_rtp` raises `RtpError` for out-of-range fields. The rewrite fast path
-does no validation beyond masking the fields to their widths: the caller has parsed the packet.
+counts and drops it); `build_rtp` raises `RtpError` for out-of-range fields. The receive hot path,
+`parse_rtp_datagram`, parses plain headers (version 2, no padding, extension or CSRCs: what
+phones send) itself and leaves the rest to `parse_rtp`; senders pack plain headers with
+`RTP_FIXED_HEADER`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from callbridge.media.errors import MediaError
 __all__ = [
     "RTP_FIXED_HEADER",
     "RTP_HEADER_SIZE",
+    "RTP_MARKER",
+    "RTP_PLAIN_FIRST_OCTET",
     "RTP_VERSION",
     "SEQUENCE_MODULUS",
     "RtpError",
@@ -27,10 +31,9 @@ __all__ = [
     "is_newer_sequence",
     "is_rtcp",
     "parse_rtp",
-    "rewrite_rtp_header",
+    "parse_rtp_datagram",
     "sequence_delta",
     "timestamp_delta",
-    "with_rtp_header",
 ]
 
 RTP_VERSION: Final = 2
@@ -38,23 +41,26 @@ RTP_HEADER_SIZE: Final = 12
 """Size of the fixed header, bytes."""
 SEQUENCE_MODULUS: Final = 0x10000
 
-# rtcp-mux demux (RFC 5761 §4): the second octet of an RTCP packet is its packet type, and RTCP
-# types 192..223 are reserved so that they can never collide with an RTP PT (0..127) unless the
-# RTP PT is 64..95 with the marker bit set, which RFC 5761 forbids. rtpbridge tests only 200..204
-# (SR, RR, SDES, BYE, APP); 192..223 is a superset that also routes RTPFB/PSFB/XR (205..207) to
-# the RTCP parser (which skips them) instead of treating them as audio.
+# rtcp-mux demux (RFC 5761 section 4): the second octet of an RTCP packet is its packet type,
+# and RTCP types 192..223 are reserved so that they can never collide with an RTP PT (0..127)
+# unless the RTP PT is 64..95 with the marker bit set, which RFC 5761 forbids. The whole range,
+# not only SR..APP (200..204), so that feedback and XR packets (205..207) reach the RTCP parser
+# (which skips them) instead of being taken for audio.
 _RTCP_TYPE_FIRST: Final = 192
 _RTCP_TYPE_LAST: Final = 223
+RTP_PLAIN_FIRST_OCTET: Final = 0x80
+"""The first octet of a plain header: version 2, no padding, no extension, no CSRCs."""
+RTP_MARKER: Final = 0x80
+"""The marker bit in the second octet, above the 7-bit payload type."""
 
-_FIXED_HEADER: Final = struct.Struct("!BBHII")
-RTP_FIXED_HEADER: Final = _FIXED_HEADER
-"""The 12-byte fixed header (first octet, second octet, sequence, timestamp, SSRC), for hot
-paths that bind its `pack`/`unpack_from` once and do no validation beyond what they check."""
-_REWRITTEN_FIELDS: Final = struct.Struct("!BHII")  # second octet, sequence, timestamp, ssrc
+RTP_FIXED_HEADER: Final = struct.Struct("!BBHII")
+"""The 12-byte fixed header (first octet, second octet, sequence, timestamp, SSRC). A sender's
+hot path binds its `pack` once and packs a plain header inline: a function call per packet
+costs more than the packing."""
 _EXTENSION_HEADER: Final = struct.Struct("!HH")  # profile, length in 32-bit words
 _CSRC_LISTS: Final = tuple(struct.Struct(f"!{count}I") for count in range(16))
-_unpack_fixed_header: Final = _FIXED_HEADER.unpack_from  # bound once: no lookup per packet
-_pack_rewritten_fields: Final = _REWRITTEN_FIELDS.pack_into
+_unpack_fixed_header: Final = RTP_FIXED_HEADER.unpack_from  # bound once: no lookup per call
+_pack_fixed_header: Final = RTP_FIXED_HEADER.pack
 
 
 class RtpError(MediaError, ValueError):
@@ -62,7 +68,7 @@ class RtpError(MediaError, ValueError):
 
 
 class RtpExtension(msgspec.Struct, frozen=True, gc=False):
-    """The header extension (RFC 3550 §5.3.1): a 16-bit profile and data of 4-byte words."""
+    """The header extension (RFC 3550 section 5.3.1): a 16-bit profile and data of 4-byte words."""
 
     profile: int
     data: bytes
@@ -137,6 +143,29 @@ def parse_rtp(data: bytes | bytearray | memoryview) -> RtpPacket:
     )
 
 
+def parse_rtp_datagram(data: bytes | bytearray | memoryview) -> RtpPacket | None:
+    """A datagram from an RTP port: its RTP packet, or None when it is RTCP (rtcp-mux demux).
+
+    RTCP types are told apart whether or not rtcp-mux was negotiated: they cannot be valid RTP,
+    and a peer may mux before our answer reached it. A plain header is parsed here, the rest by
+    `parse_rtp`, which raises RtpError for what is neither RTP nor RTCP.
+    """
+    size = len(data)
+    if size > 1 and _RTCP_TYPE_FIRST <= data[1] <= _RTCP_TYPE_LAST:
+        return None
+    if size >= RTP_HEADER_SIZE and data[0] == RTP_PLAIN_FIRST_OCTET:
+        _, second, sequence, timestamp, ssrc = _unpack_fixed_header(data)
+        return RtpPacket(
+            second & 0x7F,
+            second > 0x7F,
+            sequence,
+            timestamp,
+            ssrc,
+            memoryview(data)[RTP_HEADER_SIZE:],
+        )
+    return parse_rtp(data)
+
+
 def build_rtp(
     payload_type: int,
     sequence: int,
@@ -175,54 +204,9 @@ def build_rtp(
     if padding:
         first |= 0x20
         parts.append(bytes(padding - 1) + bytes((padding,)))
-    second = payload_type | 0x80 if marker else payload_type
-    parts[0] = _FIXED_HEADER.pack(first, second, sequence, timestamp, ssrc)
+    second = payload_type | RTP_MARKER if marker else payload_type
+    parts[0] = _pack_fixed_header(first, second, sequence, timestamp, ssrc)
     return b"".join(parts)
-
-
-def rewrite_rtp_header(
-    buffer: bytearray | memoryview,
-    payload_type: int,
-    marker: bool,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-) -> None:
-    """Overwrite PT, marker, sequence, timestamp and SSRC of an RTP packet in place.
-
-    The passthrough fast path: one `pack_into`, no parse. Version, CSRCs, extension, padding and
-    payload are left as they are. Values are masked to their field widths, so counters may be
-    passed unwrapped. Raises struct.error only if the buffer is shorter than 12 bytes.
-    """
-    _pack_rewritten_fields(
-        buffer,
-        1,
-        (payload_type & 0x7F) | 0x80 if marker else payload_type & 0x7F,
-        sequence & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc & 0xFFFFFFFF,
-    )
-
-
-def with_rtp_header(
-    data: bytes | bytearray | memoryview,
-    payload_type: int,
-    marker: bool,
-    sequence: int,
-    timestamp: int,
-    ssrc: int,
-) -> bytearray:
-    """Copy a received RTP packet and rewrite its header fields (see `rewrite_rtp_header`)."""
-    buffer = bytearray(data)
-    _pack_rewritten_fields(
-        buffer,
-        1,
-        (payload_type & 0x7F) | 0x80 if marker else payload_type & 0x7F,
-        sequence & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc & 0xFFFFFFFF,
-    )
-    return buffer
 
 
 def is_rtcp(data: bytes | bytearray | memoryview) -> bool:

@@ -3,7 +3,8 @@
 The parser never raises on text: garbage gives a neutral description (no address, no codecs) and
 the caller decides what to refuse (a WebRTC offer, an answer without address or shared codecs).
 It is linear in the input and keeps at most 32 payload types, rtpmaps and fmtps. Size limits are
-the caller's. The writer produces rtpbridge's layout (spec §3.7) under our product name.
+the caller's. The writer produces the layout rtpbridge writes (session lines, one audio section,
+rtpmap/fmtp per codec, crypto, sendrecv, rtcp-mux, ptime), under our product name.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ DEFAULT_OFFER_CODECS: Final = (PCMU, PCMA, G722, OPUS)
 SUPPORTED_CODEC_NAMES: Final = ("PCMU", "PCMA", "G722", "opus")
 
 _CANONICAL: Final = {codec.key: codec for codec in DEFAULT_OFFER_CODECS}
-# RTP clocks accepted per name; G.722 is sometimes (wrongly, RFC 3551 §4.5.2) offered at 16000.
+# RTP clocks accepted per name; G.722 is sometimes offered at 16000 (wrongly: RFC 3551 section
+# 4.5.2 keeps its RTP clock at 8000).
 _ACCEPTED_CLOCKS: Final = {
     "pcmu": (8000,),
     "pcma": (8000,),
@@ -112,13 +114,6 @@ class Crypto(msgspec.Struct, frozen=True):
     tag: int
     key_base64: str
     suite: str = SRTP_SUITE
-
-    @classmethod
-    def from_master_key(cls, tag: int, master_key: bytes) -> Crypto:
-        """Wrap a 30-byte master key + salt."""
-        if len(master_key) != _MASTER_KEY_SIZE:
-            raise SdpError(f"SRTP master key must be {_MASTER_KEY_SIZE} bytes")
-        return cls(tag, base64.b64encode(master_key).decode("ascii"))
 
     def master_key(self) -> bytes:
         """The 30-byte master key and salt; SdpError on bad base64 or fewer than 30 bytes."""
@@ -330,7 +325,7 @@ def write_sdp(
     crypto: Crypto | None = None,
     ptime_ms: int = 20,
 ) -> str:
-    """An offer or answer in rtpbridge's layout (spec §3.7), CRLF line endings.
+    """An offer or answer in the layout of the module docstring, CRLF line endings.
 
     `RTP/SAVP` when `crypto` is given (so an OSRTP offer gets an SAVP answer, like rtpbridge);
     always `a=sendrecv`, `a=rtcp-mux`. `IP6` when the address contains a colon.

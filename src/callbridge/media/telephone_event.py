@@ -110,7 +110,8 @@ class DtmfDetector:
     A digit completes on its first end packet; the redundant end copies (same event and RTP
     timestamp) are suppressed. Start packets and the marker bit are not needed. A packet for a
     different event or timestamp first completes the open digit, except the next segment of a
-    long event (same event, timestamp advanced by 65535, RFC 4733 §2.5.1.3), which extends it.
+    long event (same event, timestamp advanced by 65535, RFC 4733 section 2.5.1.3), which
+    extends it.
     A digit with no packet for `timeout` seconds (its end lost) completes on `poll` or on the
     next `feed`. Times are seconds on any monotonic clock, passed in by the caller.
     """
@@ -212,12 +213,12 @@ class DtmfDetector:
 def dtmf_packets(
     digit: str, duration_ms: int, volume: int, clock_rate: int, ptime_ms: int = 20
 ) -> list[DtmfPacket]:
-    """The packet train that injects one digit (RFC 4733 §2.5.1, rtpbridge §3.11).
+    """The packet train that injects one digit (RFC 4733 section 2.5.1).
 
     ceil(duration/ptime) packets on one RTP timestamp, marker on the first, the duration field
     growing by one ptime each, the last one with the E bit and sent END_REPEATS times in all.
     A digit longer than 65535 clock units (over 1.36 s at 48 kHz) is split into segments whose
-    timestamps advance by the previous segment's duration (RFC 4733 §2.5.1.3); only the first
+    timestamps advance by the previous segment's duration (RFC 4733 section 2.5.1.3); only the first
     packet of the digit has the marker.
     """
     event = digit_to_event(digit)

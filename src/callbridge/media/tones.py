@@ -151,3 +151,32 @@ class ToneGenerator:
     def _to_pcm(self, waves: NDArray[np.float64]) -> bytes:
         scaled = np.rint(waves * (TONE_AMPLITUDE / len(self.frequencies)))
         return scaled.astype(SAMPLE_DTYPE).tobytes()
+
+
+DTMF_TONE_HZ: Final = {
+    digit: (row, column)
+    for digits, row in zip(("123A", "456B", "789C", "*0#D"), (697, 770, 852, 941), strict=True)
+    for digit, column in zip(digits, (1209, 1336, 1477, 1633), strict=True)
+}
+"""The (low, high) frequency pair of each DTMF key, Hz."""
+_DTMF_AMPLITUDE: Final = TONE_AMPLITUDE // 2
+"""Peak of each of the two tones of an in-band digit (the pair peaks at TONE_AMPLITUDE)."""
+_DTMF_PAUSE_MS: Final = 60
+"""Silence after an in-band digit, so that two equal digits stay two."""
+
+
+def dtmf_tone_frames(digit: str, duration_ms: int, sample_rate: int) -> list[bytes]:
+    """An in-band DTMF digit as 20 ms PCM frames: the tone pair, then a short pause.
+
+    Raises KeyError for a character that is not a DTMF key.
+    """
+    low, high = DTMF_TONE_HZ[digit]
+    samples_per_frame = frame_samples(sample_rate, DEFAULT_PTIME_MS)
+    tone_frames = max(1, -(-duration_ms // DEFAULT_PTIME_MS))
+    times = np.arange(tone_frames * samples_per_frame, dtype=np.float64) / sample_rate
+    wave = np.sin(2 * pi * low * times) + np.sin(2 * pi * high * times)
+    pcm = np.rint(wave * _DTMF_AMPLITUDE).astype(SAMPLE_DTYPE).tobytes()
+    step = samples_per_frame * SAMPLE_BYTES
+    frames = [pcm[offset : offset + step] for offset in range(0, len(pcm), step)]
+    frames.extend([bytes(step)] * (_DTMF_PAUSE_MS // DEFAULT_PTIME_MS))
+    return frames

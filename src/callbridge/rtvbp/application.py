@@ -27,69 +27,24 @@ from aiohttp import web
 
 from callbridge.media.resample import Resampler
 from callbridge.rtvbp import babelforce_v1 as bf
+from callbridge.rtvbp.answering import AnsweringRunner
 from callbridge.rtvbp.audio import InboundFrames, OutboundAudio, l16_frame_bytes
+from callbridge.rtvbp.audio_channel import AudioSink
 from callbridge.rtvbp.auth import AuthContext, Authenticator, OriginPolicy
 from callbridge.rtvbp.catalog import Role
-from callbridge.rtvbp.errors import BAD_REQUEST, RemoteError, SessionClosedError
-from callbridge.rtvbp.session import IncomingRequest, RtvbpSession
+from callbridge.rtvbp.codecs import CodecChooser, first_l16
+from callbridge.rtvbp.errors import SessionClosedError
+from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
 from callbridge.rtvbp.websocket import accept
 
 logger = logging.getLogger(__name__)
 
 CallHandler = Callable[["Call"], Awaitable[None]]
-CodecChooser = Callable[[Sequence[bf.AudioCodec]], "bf.AudioCodec | None"]
 T = TypeVar("T")
 
 HANDLER_GRACE_SECONDS = 2.0
 """How long a handler may keep running after its call ended before it is cancelled."""
-
-
-def is_l16(codec: bf.AudioCodec) -> bool:
-    """True for a codec callbridge carries: L16, 16 bits, a rate that divides into 20 ms frames."""
-    return (
-        codec.name.upper() == "L16"
-        and codec.bit_depth == 16
-        and codec.channels >= 1
-        and codec.sample_rate > 0
-        and codec.sample_rate % 50 == 0
-    )
-
-
-def first_l16(offers: Sequence[bf.AudioCodec]) -> bf.AudioCodec | None:
-    """The default codec choice: the first offered L16 codec (mono preferred)."""
-    mono = [codec for codec in offers if is_l16(codec) and codec.channels == 1]
-    return mono[0] if mono else next((codec for codec in offers if is_l16(codec)), None)
-
-
-def select_codec(offers: Sequence[bf.AudioCodec], choose: CodecChooser) -> bf.AudioCodec:
-    """The codec to answer ``session.initialize`` with, picked by `choose` among `offers`.
-
-    Raises RemoteError 400 when nothing was offered or nothing offered is usable, and
-    RuntimeError when `choose` returns a codec that was not offered (a bug of the chooser).
-    """
-    if not offers:
-        raise RemoteError(BAD_REQUEST, "no audio codec offerings")
-    codec = choose(offers)
-    if codec is None:
-        offered = ", ".join(offer.id for offer in offers)
-        raise RemoteError(BAD_REQUEST, f"none of the offered audio codecs is supported: {offered}")
-    if codec not in offers:
-        raise RuntimeError(f"codec chooser returned {codec.id}, which was not offered")
-    return codec
-
-
-def prefer_sample_rate(*rates: int) -> CodecChooser:
-    """A codec choice that takes the first of `rates` offered as mono L16, else `first_l16`."""
-
-    def choose(offers: Sequence[bf.AudioCodec]) -> bf.AudioCodec | None:
-        for rate in rates:
-            for codec in offers:
-                if is_l16(codec) and codec.channels == 1 and codec.sample_rate == rate:
-                    return codec
-        return first_l16(offers)
-
-    return choose
 
 
 class Call:
@@ -140,11 +95,26 @@ class Call:
         return self.hangup_reason
 
     def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run `coroutine` alongside the handler; it is cancelled when the call ends."""
+        """Run `coroutine` alongside the handler; it is cancelled when the call ends.
+
+        A failure is logged once (at info; SessionClosedError, normal when the caller hangs up
+        meanwhile, at debug) and stays readable from the returned task.
+        """
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_task_done)
         return task
+
+    def _spawned_task_done(self, task: asyncio.Task[Any]) -> None:
+        """Collect a spawned task's outcome, so no failure goes unreported or reported twice."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, SessionClosedError):
+            logger.debug("call %s: spawned task ended with the session: %s", self.info.id, error)
+        elif error is not None:
+            logger.info("call %s: spawned task failed: %r", self.info.id, error, exc_info=error)
 
     # -- audio ------------------------------------------------------------------------------------
 
@@ -358,18 +328,13 @@ class Application:
         session = RtvbpSession(
             Role.APPLICATION, bf.CATALOG, transport, request_timeout_s=self.request_timeout_s
         )
-        runner = _CallRunner(self, session, auth, remote)
-        session.handle("session.initialize", runner.initialize)
-        session.handle("session.terminate", runner.terminate)
-        for name in ("session.updated", "dtmf", "call.hangup", "audio.info"):
-            session.on_event(name, runner.event)
-        async with session:
-            info = await session.wait_closed()
-        await runner.finish("closed" if info.orderly else f"connection lost ({info.code})")
+        call = _ApplicationCall(self, session, auth, remote)
+        info = await AnsweringRunner(session, call).serve()
+        await call.finish("closed" if info.orderly else f"connection lost ({info.code})")
 
 
-class _CallRunner:
-    """Glue between one RTVBP session and the user's handler."""
+class _ApplicationCall:
+    """The SDK's answering hooks: a `Call` for the handler, started once answered."""
 
     def __init__(
         self,
@@ -385,24 +350,24 @@ class _CallRunner:
         self.call: Call | None = None
         self.handler_task: asyncio.Task[None] | None = None
 
-    async def initialize(self, request: IncomingRequest) -> None:
-        params: bf.SessionInitializeRequest = request.params
-        if self.call is not None:
-            raise RemoteError(BAD_REQUEST, "session already initialized")
-        codec = select_codec(params.audio_codec_offerings, self.application.choose_codec)
+    def choose_codec(self, offer: bf.SessionInitializeRequest) -> CodecChooser:
+        return self.application.choose_codec
+
+    def prepare(self, offer: bf.SessionInitializeRequest, codec: bf.AudioCodec) -> AudioSink:
         call = Call(
             self.session,
-            params,
+            offer,
             codec,
             auth=self.auth,
             remote=self.remote,
             inbound_capacity_frames=self.application.inbound_capacity_frames,
         )
-        reply = request.defer()
-        self.session.open_audio(call.frame_bytes)
-        self.session.on_audio(call._inbound.put)
         self.call = call
-        await reply.resolve(bf.SessionInitializeResponse(audio_codec=codec))
+        return call._inbound.put
+
+    def answered(self, offer: bf.SessionInitializeRequest, codec: bf.AudioCodec) -> None:
+        call = self.call
+        assert call is not None
         logger.info(
             "call %s started: from %s to %s, codec %s",
             call.info.id,
@@ -415,13 +380,14 @@ class _CallRunner:
             self._run_handler(call), name=f"call-{call.info.id}"
         )
 
-    async def terminate(self, request: IncomingRequest) -> bf.SessionTerminateResponse:
-        params: bf.SessionTerminateRequest = request.params
-        if self.call is not None:
-            self.call._end(params.reason)
-        return bf.SessionTerminateResponse()
+    def abandoned(self) -> None:
+        """Nothing started yet: `finish` ends the call when the session closes."""
 
-    async def event(self, data: Any) -> None:
+    def terminated(self, reason: str | None) -> None:
+        if self.call is not None:
+            self.call._end(reason)
+
+    def event(self, name: str, data: Any) -> None:
         if self.call is not None:
             self.call._deliver_event(data)
 

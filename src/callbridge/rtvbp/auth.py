@@ -1,4 +1,4 @@
-"""Authentication of the WebSocket upgrade (spec §4.2): decided before the 101, never logged.
+"""Authentication of the WebSocket upgrade (ws.v1 binding): decided before the 101, never logged.
 
 An authenticator is any async callable that takes an `AuthRequest` and returns an `AuthContext`
 or raises `AuthError` (the upgrade is then answered with HTTP 401 and no session exists).
@@ -111,12 +111,6 @@ def decode_bearer_subprotocol(token: str) -> str:
     if not value or not value.isprintable():
         raise AuthError("malformed bearer subprotocol")
     return value
-
-
-def encode_bearer_subprotocol(token: str) -> str:
-    """The browser carrier for `token`, as a client offers it in Sec-WebSocket-Protocol."""
-    encoded = base64.urlsafe_b64encode(token.encode("utf-8")).rstrip(b"=")
-    return CREDENTIAL_PREFIX + encoded.decode("ascii")
 
 
 class StaticTokenAuthenticator:

@@ -145,6 +145,10 @@ class Catalog:
             event_index[event.name] = event
         return cls(name, MappingProxyType(operation_index), MappingProxyType(event_index))
 
+    def events_emitted_by(self, role: Role) -> tuple[str, ...]:
+        """Names of the events `role` emits, in catalog order (what its peer subscribes to)."""
+        return tuple(name for name, spec in self.events.items() if spec.emitted_by is role)
+
 
 class PayloadStruct(msgspec.Struct, frozen=True, omit_defaults=True):
     """Base of catalog payload types: immutable, unknown incoming fields ignored."""

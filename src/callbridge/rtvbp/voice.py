@@ -9,8 +9,8 @@ async with await VoiceCall.dial("ws://127.0.0.1:9100/rtvbp") as call:
 ```
 
 The application's audio usually arrives faster than real time; it waits in a playout buffer
-that whoever plays it reads at real time (`read_frame()` from a clock, or `playout()`), and that
-``audio.buffer.clear`` really clears, answering with the bytes discarded. Every voice-role
+that whoever plays it reads at real time (`read_frame()` from a clock, or `playout_frames()`),
+and that ``audio.buffer.clear`` really clears, answering with the bytes discarded. Every voice-role
 operation is answered: hang-up and move end the call (and say why in `end_reason`), session
 variables live in `variables`, recording goes to a pluggable `Recorder` (none: an honest error).
 """
@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from callbridge.media.playout import PlayoutBuffer
+from callbridge.media.telephone_event import DIGITS
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.audio import OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.catalog import Role
@@ -36,14 +37,7 @@ from callbridge.rtvbp.websocket import connect
 
 logger = logging.getLogger(__name__)
 
-DIGITS = frozenset("0123456789*#ABCD")
-APPLICATION_EVENTS = (
-    "audio.speech.started",
-    "agent.tool.call",
-    "input.transcript",
-    "output.transcript.delta",
-    "output.transcript.done",
-)
+APPLICATION_EVENTS = bf.CATALOG.events_emitted_by(Role.APPLICATION)
 """The events an application emits (babelforce.v1): what a voice peer receives."""
 
 EventHook = Callable[[str, Any], None]

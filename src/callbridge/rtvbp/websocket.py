@@ -1,4 +1,4 @@
-"""The ws.v1 binding on aiohttp (spec §4): the server upgrade, the client dial, and the transport.
+"""The ws.v1 binding on aiohttp: the server upgrade, the client dial, and the transport.
 
 Server order (nothing of the session exists before the 101): Origin check (403), authentication
 (401), subprotocol negotiation (400), then the upgrade echoing only the selected profile token.

@@ -11,25 +11,63 @@ are refused, calls and media sessions in progress continue until they end or unt
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from callbridge.engine.manager import SessionManager
 from callbridge.rtvbp.application import Application
 from callbridge.rtvbp.auth import OriginPolicy
 from callbridge.server.config import RtvbpSettings, Settings, parse_listen_address
 from callbridge.server.control import control_server, setup_control, shutdown_control
+from callbridge.server.control_access import setup_control_access
 from callbridge.server.http_api import setup_http_api
 from callbridge.server.rtvbp_ingress import rtvbp_authenticator, setup_rtvbp_ingress
 
-__all__ = ["MANAGER", "build_app", "configure_application", "rtvbp_authenticator", "serve"]
+__all__ = [
+    "MANAGER",
+    "app_runner",
+    "build_app",
+    "configure_application",
+    "exposure_warnings",
+    "rtvbp_authenticator",
+    "serve",
+    "server_ssl_context",
+    "setup_media_server",
+]
 
 logger = logging.getLogger("callbridge.server")
+
+
+class _RefusedRequestFilter(logging.Filter):
+    """aiohttp logs every malformed request it answers with 400 as "Error handling request" at
+    ERROR with a traceback, so anyone who reaches the port could flood the log. Such a record
+    becomes one line at INFO (or below); errors of handlers pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        logger.log(
+            min(record.levelno, logging.INFO),
+            "malformed HTTP request from %s refused (%s)",
+            remote,
+            type(error).__name__,
+        )
+        return False
+
+
+HTTP_LOGGER = logging.getLogger("callbridge.server.http")
+"""What aiohttp's request handlers log (instead of `aiohttp.server`)."""
+HTTP_LOGGER.addFilter(_RefusedRequestFilter())
 
 MANAGER = web.AppKey("manager", SessionManager)
 
@@ -54,15 +92,64 @@ def build_app(settings: Settings, application: Application) -> web.Application:
     app = web.Application()
     app[MANAGER] = manager
     app.router.add_get(settings.rtvbp.path, application.websocket_handler)
-    setup_http_api(app, manager, settings)
-    setup_control(app, manager, settings)
-    setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
+    setup_media_server(app, manager, settings)
 
     async def start_engine(app: web.Application) -> None:
         await manager.start()
 
     app.on_startup.append(start_engine)
     return app
+
+
+def setup_media_server(app: web.Application, manager: SessionManager, settings: Settings) -> None:
+    """The media session server on `app`: control-plane access first, then the HTTP API, the
+    control WebSocket and the media ingress."""
+    setup_control_access(app, settings)
+    setup_http_api(app, manager, settings)
+    setup_control(app, manager, settings)
+    setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
+
+
+def app_runner(app: web.Application, **options: Any) -> web.AppRunner:
+    """An AppRunner whose request handlers log through `HTTP_LOGGER`, without an access log (it
+    would write query strings, where a careless client may put a token)."""
+    return web.AppRunner(app, logger=HTTP_LOGGER, access_log=None, **options)
+
+
+def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context (TLS 1.2 or later), or None without a certificate."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
+def exposure_warnings(settings: Settings, host: str, tls: bool) -> list[str]:
+    """What is unprotected on a listener bound to `host` (nothing on loopback)."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return []
+    except ValueError:
+        pass
+    warnings = []
+    if not settings.control.authentication:
+        warnings.append(
+            f"control plane on {host} has NO authentication: anyone who reaches this address"
+            " controls every media session; set control.tokens or control.jwt_public_keys"
+        )
+    if settings.rtvbp.auth == "none":
+        warnings.append(
+            f"RTVBP ingress on {host} has NO authentication: anyone who reaches this address can"
+            " place calls; set rtvbp.auth"
+        )
+    if not tls:
+        warnings.append(
+            f"listening on {host} WITHOUT TLS: tokens and control messages cross the network"
+            " in clear text; set tls_cert_file and tls_key_file"
+        )
+    return warnings
 
 
 async def serve(
@@ -74,7 +161,8 @@ async def serve(
 ) -> None:
     """Listen on every configured address until a signal (or `stop`) and a graceful drain."""
     app = build_app(settings, application)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    ssl_context = server_ssl_context(settings)
+    runner = app_runner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = stop or asyncio.Event()
     signals = _SignalState(stop)
@@ -82,22 +170,29 @@ async def serve(
     try:
         for address in settings.listen:
             host, port = parse_listen_address(address)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            listener = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+            await listener.start()
         bound = [(str(info[0]), int(info[1])) for info in runner.addresses]
+        http, websocket = ("https", "wss") if ssl_context else ("http", "ws")
         for host, port in bound:
             shown = f"[{host}]" if ":" in host else host
             logger.info(
-                "listening on http://%s:%d (RTVBP application ws://%s:%d%s, media sessions"
-                " ws://%s:%d%s)",
+                "listening on %s://%s:%d (RTVBP application %s://%s:%d%s, media sessions"
+                " %s://%s:%d%s)",
+                http,
                 shown,
                 port,
+                websocket,
                 shown,
                 port,
                 settings.rtvbp.path,
+                websocket,
                 shown,
                 port,
                 settings.rtvbp.media_path,
             )
+            for warning in exposure_warnings(settings, host, ssl_context is not None):
+                logger.warning("%s", warning)
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()

@@ -103,15 +103,71 @@ def serve_command(
     log_level: Annotated[
         str | None, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS only."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
+    ] = None,
+    control_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--control-token",
+            help="Bearer token with full control of the media sessions (repeatable). A command"
+            " line is visible to local users: prefer CALLBRIDGE_CONTROL__TOKENS or the TOML file.",
+        ),
+    ] = None,
+    control_read_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--control-read-token",
+            help="Bearer token that may only read the HTTP API (repeatable).",
+        ),
+    ] = None,
+    control_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--control-origin",
+            help="Browser Origin allowed on the control plane, e.g. https://ops.example.com"
+            " (repeatable; '*' for any). Browsers are refused by default.",
+        ),
+    ] = None,
+    public_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--public-metrics/--private-metrics",
+            help="Serve /metrics without a token when control authentication is on.",
+        ),
+    ] = None,
 ) -> None:
     """Serve an RTVBP application (and the control API) on one port, default 127.0.0.1:9100.
 
     Voice peers (babelforce Cloud, `callbridge call`) connect to ws://HOST:PORT/rtvbp.
     Settings come from --config, then CALLBRIDGE_* environment variables, then these flags.
+
+    The control plane (control WebSocket, /sessions, /metrics) is open to anyone who reaches the
+    port until a token is set: with --control-token (or control.jwt_public_keys in the TOML
+    file) every request needs `Authorization: Bearer <token>`; /health stays open. Beyond
+    loopback, set a token and --tls-cert/--tls-key; the server warns at start when you do not.
     """
-    overrides: dict[str, Any] = {"listen": listen, "media_ip": media_ip, "log_level": log_level}
+    overrides: dict[str, Any] = {
+        "listen": listen,
+        "media_ip": media_ip,
+        "log_level": log_level,
+        "tls_cert_file": tls_cert,
+        "tls_key_file": tls_key,
+    }
     if rtvbp_path is not None:
         overrides["rtvbp"] = {"path": rtvbp_path}
+    control = {
+        "tokens": control_token,
+        "read_tokens": control_read_token,
+        "allowed_origins": control_origin,
+        "public_metrics": public_metrics,
+    }
+    if any(value is not None for value in control.values()):
+        overrides["control"] = {key: value for key, value in control.items() if value is not None}
     try:
         settings = load_settings(config, **overrides)
     except ConfigError as error:

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from callbridge.engine.config import EngineConfig
+from callbridge.rtvbp.auth import BABELFORCE_ISSUER, BABELFORCE_SUBJECT
 
 
 class ConfigError(Exception):
@@ -79,6 +80,62 @@ class RtvbpSettings(BaseModel):
         return self
 
 
+MIN_TOKEN_CHARS = 16
+"""Shorter static control tokens are refused at start: they could be guessed."""
+
+
+class ControlSettings(BaseModel):
+    """Who may use the control plane: the control WebSocket and the HTTP API.
+
+    With no token and no JWT key, authentication is off (the loopback default). `/health` is
+    always open; `/metrics` needs a token unless `public_metrics` is set. Browsers (requests with
+    an Origin header) are refused unless their Origin is listed, authentication or not.
+    """
+
+    tokens: list[SecretStr] = Field(default_factory=list)
+    """Bearer tokens with full control (control WebSocket, every HTTP method); prefer the env."""
+    read_tokens: list[SecretStr] = Field(default_factory=list)
+    """Bearer tokens that may only read the HTTP API (GET, HEAD): dashboards, monitoring."""
+    jwt_public_keys: list[Path] = Field(default_factory=list)
+    """PEM public keys that verify RS256 control-plane JWTs (several for key rotation)."""
+    jwt_audiences: list[str] = Field(default_factory=list)
+    """JWT ``aud`` values accepted (this server's names); ``["*"]`` accepts any."""
+    jwt_issuer: str = BABELFORCE_ISSUER
+    """The JWT ``iss`` required."""
+    jwt_subject: str = BABELFORCE_SUBJECT
+    """The JWT ``sub`` required."""
+    jwt_control_scope: str = Field("callbridge.control", min_length=1)
+    """The entry of the JWT ``scope`` claim that grants full control."""
+    jwt_read_scope: str = Field("callbridge.read", min_length=1)
+    """The entry of the JWT ``scope`` claim that grants read-only access."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser Origins allowed to use the control plane (``"*"`` for any)."""
+    public_metrics: bool = False
+    """Serve `/metrics` without a token even when authentication is on."""
+
+    @property
+    def authentication(self) -> bool:
+        """True when control-plane requests need a bearer token."""
+        return bool(self.tokens or self.read_tokens or self.jwt_public_keys)
+
+    @model_validator(mode="after")
+    def _tokens_are_sound(self) -> ControlSettings:
+        control = {token.get_secret_value() for token in self.tokens}
+        read = {token.get_secret_value() for token in self.read_tokens}
+        if any(len(token) < MIN_TOKEN_CHARS for token in control | read):
+            raise ValueError(f"control tokens need at least {MIN_TOKEN_CHARS} characters")
+        if control & read:
+            raise ValueError("a token cannot be both in tokens and in read_tokens")
+        if self.jwt_public_keys and not self.jwt_audiences:
+            raise ValueError("jwt_public_keys needs jwt_audiences (accepted aud, or ['*'])")
+        for key in self.jwt_public_keys:
+            if not key.is_file():
+                raise ValueError(f"jwt_public_keys: {key} is not a file")
+        if self.jwt_control_scope == self.jwt_read_scope:
+            raise ValueError("jwt_control_scope and jwt_read_scope must differ")
+        return self
+
+
 class Settings(BaseSettings):
     """Every limit and timeout of the server, with safe defaults for one machine."""
 
@@ -90,6 +147,11 @@ class Settings(BaseSettings):
     """host:port addresses of the one HTTP + WebSocket listener (a comma list is accepted)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rtvbp: RtvbpSettings = Field(default_factory=RtvbpSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    tls_cert_file: Path | None = None
+    """PEM certificate chain: with `tls_key_file`, the listener speaks only HTTPS and WSS."""
+    tls_key_file: Path | None = None
+    """PEM private key of `tls_cert_file`."""
 
     # Media session server (rtpbridge key names).
     media_ip: str = "127.0.0.1"
@@ -149,6 +211,16 @@ class Settings(BaseSettings):
         if end - start < 1:
             raise ValueError("the range must span at least one even/odd pair")
         return value
+
+    @model_validator(mode="after")
+    def _tls_is_complete(self) -> Settings:
+        files = (self.tls_cert_file, self.tls_key_file)
+        if (files[0] is None) != (files[1] is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for path in files:
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
 
     @field_validator("media_dir")
     @classmethod

@@ -78,7 +78,9 @@ def error_response(request_id: str, code: str, message: str) -> ErrorResponse:
 
 
 def parse_request(frame: str) -> Request | ErrorResponse:
-    """Check the envelope (spec §1.2); a broken one yields the error response to send back."""
+    """Check the envelope: an object with a non-empty string `id` of at most
+    MAX_REQUEST_ID_BYTES and a string `method`; a broken one yields the error response to send
+    back (with the id echoed when it is usable)."""
     if not frame:
         return error_response("", PARSE_ERROR, "empty message")
     try:

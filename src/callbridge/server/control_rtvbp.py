@@ -8,29 +8,31 @@
 * `calls.subscribe` / `calls.unsubscribe` (no session needed): `call.incoming` for every call
   parked on the media ingress path.
 
-Method-level errors follow the rtpbridge conventions: NO_SESSION first, INVALID_PARAMS for
-params, ENDPOINT_ERROR for what the endpoint or its peer refused. These handlers are methods of
-`ControlConnection` in all but location (they use its `_command` and `_live` helpers); they
-live here to keep control.py one concept.
+Errors follow the rest of the control protocol: NO_SESSION first, INVALID_PARAMS for params,
+ENDPOINT_ERROR for what the endpoint or its peer refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Final
-
 import msgspec
 
+from callbridge.engine import rtvbp_control
 from callbridge.server import control_messages as wire
+from callbridge.server.control_context import ControlContext
 
-if TYPE_CHECKING:
-    from callbridge.server.control import ControlConnection
+__all__ = [
+    "calls_subscribe",
+    "calls_unsubscribe",
+    "create_rtvbp",
+    "rtvbp_notify",
+    "rtvbp_request",
+    "variables_get",
+    "variables_set",
+]
 
-__all__ = ["RTVBP_METHODS"]
 
-
-async def _create_rtvbp(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    session, params = connection._command(raw, wire.CreateRtvbpParams)
+async def create_rtvbp(context: ControlContext, raw: msgspec.Raw) -> object:
+    params = context.params(raw, wire.CreateRtvbpParams)
     call = None
     if params.call is not None:
         call = {
@@ -39,7 +41,8 @@ async def _create_rtvbp(connection: ControlConnection, raw: msgspec.Raw) -> obje
             "from": params.call.from_,
             "to": params.call.to,
         }
-    endpoint_id = await connection._live(session).rtvbp.create(
+    endpoint_id = await rtvbp_control.create_rtvbp(
+        context.live(),
         params.url,
         direction=params.direction,
         bearer_token=params.bearer_token,
@@ -52,51 +55,38 @@ async def _create_rtvbp(connection: ControlConnection, raw: msgspec.Raw) -> obje
     return wire.EndpointCreated(endpoint_id)
 
 
-async def _rtvbp_request(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    session, params = connection._command(raw, wire.RtvbpRequestParams)
-    result = await connection._live(session).rtvbp.request(
-        str(params.endpoint_id), params.method, bytes(params.params)
+async def rtvbp_request(context: ControlContext, raw: msgspec.Raw) -> object:
+    params = context.params(raw, wire.RtvbpRequestParams)
+    result = await rtvbp_control.rtvbp_request(
+        context.live(), str(params.endpoint_id), params.method, bytes(params.params)
     )
     return wire.RtvbpResult(result)
 
 
-async def _rtvbp_notify(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    session, params = connection._command(raw, wire.RtvbpNotifyParams)
-    await connection._live(session).rtvbp.notify(
-        str(params.endpoint_id), params.event, bytes(params.data)
+async def rtvbp_notify(context: ControlContext, raw: msgspec.Raw) -> object:
+    params = context.params(raw, wire.RtvbpNotifyParams)
+    await rtvbp_control.rtvbp_notify(
+        context.live(), str(params.endpoint_id), params.event, bytes(params.data)
     )
     return wire.EMPTY
 
 
-async def _variables_get(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    session, params = connection._command(raw, wire.VariablesGetParams)
-    return wire.Variables(connection._live(session).rtvbp.get_variables(params.keys))
+async def variables_get(context: ControlContext, raw: msgspec.Raw) -> object:
+    params = context.params(raw, wire.VariablesGetParams)
+    return wire.Variables(context.live().get_variables(params.keys))
 
 
-async def _variables_set(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    session, params = connection._command(raw, wire.VariablesSetParams)
-    connection._live(session).rtvbp.set_variables(params.data)
+async def variables_set(context: ControlContext, raw: msgspec.Raw) -> object:
+    params = context.params(raw, wire.VariablesSetParams)
+    context.live().set_variables(params.data)
     return wire.EMPTY
 
 
-async def _calls_subscribe(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    connection.server.call_subscribers.add(connection)
+async def calls_subscribe(context: ControlContext, raw: msgspec.Raw) -> object:
+    context.subscribe_calls()
     return wire.EMPTY
 
 
-async def _calls_unsubscribe(connection: ControlConnection, raw: msgspec.Raw) -> object:
-    connection.server.call_subscribers.discard(connection)
+async def calls_unsubscribe(context: ControlContext, raw: msgspec.Raw) -> object:
+    context.unsubscribe_calls()
     return wire.EMPTY
-
-
-RTVBP_METHODS: Final[
-    Mapping[str, Callable[[ControlConnection, msgspec.Raw], Awaitable[object]]]
-] = {
-    "endpoint.create_rtvbp": _create_rtvbp,
-    "endpoint.rtvbp.request": _rtvbp_request,
-    "endpoint.rtvbp.notify": _rtvbp_notify,
-    "session.variables.get": _variables_get,
-    "session.variables.set": _variables_set,
-    "calls.subscribe": _calls_subscribe,
-    "calls.unsubscribe": _calls_unsubscribe,
-}

@@ -1,4 +1,4 @@
-"""HTTP API on the shared listener (rtpbridge §4.1): health, metrics and session inspection.
+"""HTTP API on the shared listener, as rtpbridge serves it: health, metrics, session inspection.
 
 Also owns the fallback for requests that match no route: a WebSocket upgrade on an unknown path
 goes to the control protocol (when `setup_control` registered it), anything else gets rtpbridge's

@@ -1,0 +1,87 @@
+"""Endpoints negotiated with SDP: which kind answers an offer, and which kind makes ours.
+
+Each SDP endpoint kind is registered here once (`SDP_KINDS`): it says whether it answers a
+remote offer (`answers`) and which `type` of `endpoint.create_offer` it makes. A kind that is
+not registered yet is refused with ENDPOINT_ERROR and a message that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from callbridge.engine.endpoint import Endpoint, EndpointHost, check_direction
+from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
+from callbridge.engine.rtp_endpoint import RtpEndpoint
+from callbridge.engine.session import MediaSession
+from callbridge.media import sdp
+
+__all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer"]
+
+Answerer = Callable[[EndpointHost, sdp.SessionDescription, str], Awaitable[tuple[Endpoint, str]]]
+"""(host, parsed remote offer, direction) -> (endpoint, answer SDP)."""
+Offerer = Callable[[EndpointHost, str, list[str] | None, bool], Awaitable[tuple[Endpoint, str]]]
+"""(host, direction, codec names, srtp) -> (endpoint, offer SDP)."""
+
+
+@dataclass(frozen=True)
+class SdpKind:
+    """One endpoint kind that speaks SDP offer/answer."""
+
+    name: str
+    """The `type` of `endpoint.create_offer` (and `endpoint_type` in session.info)."""
+    answers: Callable[[sdp.SessionDescription], bool]
+    from_offer: Answerer
+    with_offer: Offerer
+
+
+def _plain_rtp(offer: sdp.SessionDescription) -> bool:
+    return not offer.webrtc and (offer.crypto is None or offer.osrtp)
+
+
+async def _rtp_offer(
+    host: EndpointHost, direction: str, codecs: list[str] | None, srtp: bool
+) -> tuple[Endpoint, str]:
+    if srtp:
+        raise endpoint_error("SRTP is not supported yet")
+    return await RtpEndpoint.with_offer(host, direction, codecs)
+
+
+SDP_KINDS: Final = (SdpKind("rtp", _plain_rtp, RtpEndpoint.from_offer, _rtp_offer),)
+_NOT_YET: Final = {"webrtc": "WebRTC endpoints are not supported yet"}
+
+
+async def create_from_offer(
+    session: MediaSession, sdp_text: str, direction: str
+) -> tuple[str, str]:
+    """`endpoint.create_from_offer`: the kind that answers the offer; (endpoint_id, answer)."""
+    check_direction(direction)
+    session.touch()
+    with session.slot() as slot:
+        offer = sdp.parse_sdp(sdp_text)
+        kind = next((kind for kind in SDP_KINDS if kind.answers(offer)), None)
+        if kind is None:
+            if offer.webrtc:
+                raise endpoint_error(_NOT_YET["webrtc"])
+            raise endpoint_error("SRTP (RTP/SAVP with a=crypto) is not supported yet")
+        endpoint, answer = await kind.from_offer(session, offer, direction)
+        slot.add(endpoint)
+    return endpoint.id, answer
+
+
+async def create_offer(
+    session: MediaSession, kind_name: str, direction: str, codecs: list[str] | None, srtp: bool
+) -> tuple[str, str]:
+    """`endpoint.create_offer`: our offer; the endpoint is routable once its answer is in."""
+    check_direction(direction)
+    session.touch()
+    kind = next((kind for kind in SDP_KINDS if kind.name == kind_name), None)
+    if kind is None:
+        if kind_name in _NOT_YET:
+            raise endpoint_error(_NOT_YET[kind_name])
+        raise EngineError(INVALID_PARAMS, f"unknown endpoint type {kind_name!r}")
+    with session.slot() as slot:
+        endpoint, offer = await kind.with_offer(session, direction, codecs, srtp)
+        slot.add(endpoint)
+    return endpoint.id, offer

@@ -1,0 +1,84 @@
+"""The control method table: every method name a client may send, mapped to its handler, and
+the methods known but not served yet.
+
+A handler takes the connection's `ControlContext` and the request's raw params and returns the
+result to send back; it fails by raising `ControlError` or `EngineError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+import msgspec
+
+from callbridge.server import control_endpoint as endpoint
+from callbridge.server import control_messages as wire
+from callbridge.server import control_rtvbp as rtvbp
+from callbridge.server import control_session as session
+from callbridge.server.control_context import ControlContext
+from callbridge.server.errors import (
+    ENDPOINT_ERROR,
+    RECORDING_ERROR,
+    STATS_ERROR,
+    UNKNOWN_METHOD,
+    VAD_ERROR,
+    ControlError,
+)
+
+__all__ = ["METHODS", "NOT_IMPLEMENTED", "Handler", "dispatch"]
+
+Handler = Callable[[ControlContext, msgspec.Raw], Awaitable[object]]
+
+METHODS: Final[Mapping[str, Handler]] = {
+    "session.create": session.create,
+    "session.attach": session.attach,
+    "session.destroy": session.destroy,
+    "session.info": session.info,
+    "session.list": session.list_sessions,
+    "session.bridge": session.bridge,
+    "endpoint.create_from_offer": endpoint.create_from_offer,
+    "endpoint.create_offer": endpoint.create_offer,
+    "endpoint.accept_answer": endpoint.accept_answer,
+    "endpoint.create_with_file": endpoint.create_with_file,
+    "endpoint.create_tone": endpoint.create_tone,
+    "endpoint.remove": endpoint.remove,
+    "endpoint.file.seek": endpoint.file_seek,
+    "endpoint.file.pause": endpoint.file_pause,
+    "endpoint.file.resume": endpoint.file_resume,
+    "endpoint.dtmf.inject": endpoint.dtmf_inject,
+    "endpoint.create_rtvbp": rtvbp.create_rtvbp,
+    "endpoint.rtvbp.request": rtvbp.rtvbp_request,
+    "endpoint.rtvbp.notify": rtvbp.rtvbp_notify,
+    "session.variables.get": rtvbp.variables_get,
+    "session.variables.set": rtvbp.variables_set,
+    "calls.subscribe": rtvbp.calls_subscribe,
+    "calls.unsubscribe": rtvbp.calls_unsubscribe,
+}
+
+NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
+    "endpoint.ice_restart": ENDPOINT_ERROR,
+    "endpoint.srtp_rekey": ENDPOINT_ERROR,
+    "endpoint.transfer": ENDPOINT_ERROR,
+    "recording.start": RECORDING_ERROR,
+    "recording.stop": RECORDING_ERROR,
+    "vad.start": VAD_ERROR,
+    "vad.stop": VAD_ERROR,
+    "stats.subscribe": STATS_ERROR,
+    "stats.unsubscribe": STATS_ERROR,
+}
+"""rtpbridge methods not served yet, with the code of their family, so clients get a stable
+answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
+rest: NO_SESSION comes first."""
+
+
+async def dispatch(context: ControlContext, request: wire.Request) -> object:
+    """Run the request's handler; an unknown or unserved method fails with its code."""
+    handler = METHODS.get(request.method)
+    if handler is not None:
+        return await handler(context, request.params)
+    family = NOT_IMPLEMENTED.get(request.method)
+    if family is None:
+        raise ControlError(UNKNOWN_METHOD, f"unknown method {request.method[:100]!r}")
+    context.bound_session()
+    raise ControlError(family, f"{request.method} is not implemented yet")
