@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.media.sdp import parse_sdp
 from tests.conftest import free_port_range
 from tests.engine.engine_peers import EventLog
@@ -97,9 +98,9 @@ def cases() -> list[Case]:
 async def run_case(manager: SessionManager, case: Case, ports: tuple[int, int], work: Path) -> None:
     sender_port, receiver_port = ports
     session = manager.create_session(EventLog())
-    _, answer = await session.create_from_offer(offer(sender_port, case.source), "sendrecv")
+    _, answer = await create_from_offer(session, offer(sender_port, case.source), "sendrecv")
     destination_offer = offer(receiver_port, case.destination, case.ptime_ms)
-    await session.create_from_offer(destination_offer, "sendrecv")
+    await create_from_offer(session, destination_offer, "sendrecv")
     remote = parse_sdp(answer).remote_address
     assert remote is not None
     (work / "receiver.sdp").write_text(destination_offer)

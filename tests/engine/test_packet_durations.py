@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
 from callbridge.media.codecs import (
     CodecSpec,
     codec_by_name,
@@ -122,10 +123,12 @@ async def run_case(manager: SessionManager, case: Case) -> None:
     session = manager.create_session(EventLog())
     sender, receiver = await RtpPeer.open(), await RtpPeer.open()
     try:
-        _, answer = await session.create_from_offer(offer(sender.port, case.source), "sendrecv")
+        _, answer = await create_from_offer(session, offer(sender.port, case.source), "sendrecv")
         sender.use(answer)
-        await session.create_from_offer(
-            offer(receiver.port, case.destination, case.ptime_ms, case.maxptime_ms), "sendrecv"
+        await create_from_offer(
+            session,
+            offer(receiver.port, case.destination, case.ptime_ms, case.maxptime_ms),
+            "sendrecv",
         )
         arrivals: list[tuple[RtpPacket, float]] = []
         receiving = asyncio.create_task(collect(receiver, arrivals))
@@ -223,8 +226,8 @@ async def test_three_party_mix_with_different_packet_durations(
     peers = [await RtpPeer.open() for _ in PARTIES]
     try:
         for peer, (codec, _, _, ptime_ms) in zip(peers, PARTIES, strict=True):
-            _, answer = await session.create_from_offer(
-                offer(peer.port, codec, ptime_ms), "sendrecv"
+            _, answer = await create_from_offer(
+                session, offer(peer.port, codec, ptime_ms), "sendrecv"
             )
             peer.use(answer)
         tone_s = 1.2
