@@ -119,7 +119,25 @@ def payloads(
     return packets
 
 
-async def run_case(manager: SessionManager, case: Case) -> None:
+class LoopLag:
+    """How late this process's event loop ran at worst (seconds): arrival times are taken in
+    it, so a stall of the test itself makes packets look late by that much."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, time.monotonic() - before - 0.01)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def run_case(manager: SessionManager, case: Case, lag: LoopLag) -> None:
     session = manager.create_session(EventLog())
     sender, receiver = await RtpPeer.open(), await RtpPeer.open()
     try:
@@ -131,12 +149,14 @@ async def run_case(manager: SessionManager, case: Case) -> None:
             "sendrecv",
         )
         arrivals: list[tuple[RtpPacket, float]] = []
-        receiving = asyncio.create_task(collect(receiver, arrivals))
+        sent = asyncio.Event()
+        receiving = asyncio.create_task(collect(receiver, arrivals, sent))
         packets = payloads(case.source, case.sent_ms)
         await asyncio.sleep(0.1)  # every case has encoded its tone before any starts sending
         elapsed = await play(sender, case.source, packets)
+        sent.set()
         await receiving
-        check(case, arrivals, elapsed)
+        check(case, arrivals, elapsed, lag.worst)
     finally:
         sender.close()
         receiver.close()
@@ -156,25 +176,52 @@ async def play(sender: RtpPeer, codec: str, packets: list[tuple[bytes, int, floa
     return elapsed
 
 
-async def collect(receiver: RtpPeer, arrivals: list[tuple[RtpPacket, float]]) -> None:
-    """Every packet with its arrival time, until none came for 0.3 s."""
-    try:
-        while True:
+async def collect(
+    receiver: RtpPeer, arrivals: list[tuple[RtpPacket, float]], sent: asyncio.Event
+) -> None:
+    """Every packet with its arrival time, until none came for 0.3 s after `sent` is set."""
+    while True:
+        try:
             arrivals.append((await receiver.receive(within_s=0.3), time.monotonic()))
-    except TimeoutError:
-        pass
+        except TimeoutError:
+            if sent.is_set():
+                return
 
 
-def check(case: Case, arrivals: list[tuple[RtpPacket, float]], sent_s: float) -> None:
+Arrivals = list[tuple[RtpPacket, float]]
+
+
+def talkspurts(arrivals: Arrivals, step: int, packet_s: float, label: str) -> list[Arrivals]:
+    """The packets split where the timestamp jumps, checking the steps on the way.
+
+    Within a talkspurt timestamps are exactly one packet apart and sequence numbers one apart.
+    A jump is allowed only as the engine's rule for a send gap of over 150 ms (this process
+    stalled on a loaded machine): marked, and worth more than 150 ms.
+    """
+    first_packet = arrivals[0][0]
+    assert first_packet.marker, label
+    spurts: list[Arrivals] = [[arrivals[0]]]
+    for (before, _), (packet, arrival) in itertools.pairwise(arrivals):
+        assert (packet.sequence - before.sequence) & 0xFFFF == 1, label
+        delta = (packet.timestamp - before.timestamp) & 0xFFFFFFFF
+        if delta == step and not packet.marker:
+            spurts[-1].append((packet, arrival))
+            continue
+        assert packet.marker and delta % step == 0 and delta / step * packet_s > 0.15, (
+            label,
+            delta,
+        )
+        spurts.append([(packet, arrival)])
+    return spurts
+
+
+def check(case: Case, arrivals: Arrivals, sent_s: float, lag_s: float) -> None:
     spec = spec_of(case.destination)
     assert len(arrivals) > 10, case
     packets = [packet for packet, _ in arrivals]
     step = spec.clock_rate * case.expected_ms // 1000
-    sequences = {(b.sequence - a.sequence) & 0xFFFF for a, b in itertools.pairwise(packets)}
-    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
-    assert sequences == {1} and steps == {step}, (str(case), sequences, steps)
+    spurts = talkspurts(arrivals, step, case.expected_ms / 1000, str(case))
     assert {packet.payload_type for packet in packets} == {spec.payload_type}
-    assert [packet.marker for packet in packets].count(True) == 1 and packets[0].marker
     decoder = create_decoder(spec)
     decoded = [decoder.decode(bytes(packet.payload)) for packet in packets]
     packet_samples = spec.sample_rate * case.expected_ms // 1000
@@ -183,8 +230,9 @@ def check(case: Case, arrivals: list[tuple[RtpPacket, float]], sent_s: float) ->
     report.assert_clean(FREQUENCY, str(case))
     assert abs(report.duration_s - sent_s) < 0.07, (str(case), report)
     # Paced as sent: each packet leaves about when its audio is due (bursts of one source or
-    # destination packet at most, plus scheduling slack on a shared machine).
-    first_packet, first_arrival = arrivals[0]
+    # destination packet at most, plus scheduling slack on a shared machine); judged up to the
+    # first stall of the engine, if any, and allowing for how late the test itself ran.
+    first_packet, first_arrival = spurts[0][0]
     lateness = [
         arrival
         - first_arrival
@@ -192,19 +240,21 @@ def check(case: Case, arrivals: list[tuple[RtpPacket, float]], sent_s: float) ->
         / step
         * case.expected_ms
         / 1000
-        for packet, arrival in arrivals
+        for packet, arrival in spurts[0]
     ]
     spread = max(lateness) - min(lateness)
-    allowed = (max(case.sent_ms) + case.expected_ms) / 1000 + 0.05
-    assert spread < allowed, (str(case), spread)
+    allowed = (max(case.sent_ms) + case.expected_ms) / 1000 + 0.05 + lag_s
+    assert spread < allowed, (str(case), spread, lag_s)
 
 
 async def test_every_codec_pair_at_any_packet_duration_sent_and_asked(
     roomy_manager: SessionManager,
 ) -> None:
+    lag = LoopLag()
     results = await asyncio.gather(
-        *(run_case(roomy_manager, case) for case in cases()), return_exceptions=True
+        *(run_case(roomy_manager, case, lag) for case in cases()), return_exceptions=True
     )
+    lag.stop()
     failures = [result for result in results if isinstance(result, BaseException)]
     assert not failures, "\n".join(map(repr, failures))
 
@@ -231,16 +281,18 @@ async def test_three_party_mix_with_different_packet_durations(
             )
             peer.use(answer)
         tone_s = 1.2
-        tones = [payloads(codec, sent, hz, tone_s) for codec, sent, hz, _ in PARTIES]
+        tones = [payloads(codec, durations, hz, tone_s) for codec, durations, hz, _ in PARTIES]
         arrivals: list[list[tuple[RtpPacket, float]]] = [[] for _ in PARTIES]
+        sent = asyncio.Event()
         receiving = [
-            asyncio.create_task(collect(p, a)) for p, a in zip(peers, arrivals, strict=True)
+            asyncio.create_task(collect(p, a, sent)) for p, a in zip(peers, arrivals, strict=True)
         ]
         plays = (
             play(peer, party[0], tone)
             for peer, party, tone in zip(peers, PARTIES, tones, strict=True)
         )
         await asyncio.gather(*plays)
+        sent.set()
         await asyncio.gather(*receiving)
     finally:
         for peer in peers:
@@ -250,8 +302,8 @@ async def test_three_party_mix_with_different_packet_durations(
         spec = spec_of(codec)
         packets = [packet for packet, _ in arrivals[index]]
         expected_ms = packet_duration_ms(spec, ptime_ms, None)
-        steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)}
-        assert steps == {spec.clock_rate * expected_ms // 1000}, (codec, steps)
+        step = spec.clock_rate * expected_ms // 1000
+        talkspurts(arrivals[index], step, expected_ms / 1000, codec)
         decoder = create_decoder(spec)
         pcm = b"".join(decoder.decode(bytes(packet.payload)) for packet in packets)
         heard = np.frombuffer(pcm, "<i2")
