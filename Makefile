@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 # Capacity side by side with rtpengine (installs Debian's rtpengine-daemon if missing), then
 # RTVBP calls per worker. Figures only; see docs/performance.md.
 bench: $(STAMP)
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
 

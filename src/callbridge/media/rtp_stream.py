@@ -7,10 +7,11 @@ the figures it carries, queueing BYEs for `take_goodbyes`. Packets go out throug
 to its sockets' `sendto` (a security layer such as SRTP would wrap them). `tick(now)` sends due
 digit packets and RTCP reports.
 
-It holds symmetric-RTP latching (the target follows the peer's source during a learning window,
-later sources are only counted), the send guard, our SSRC and sequence numbers, reception
-stats, RTCP SR/BYE and the round-trip time, RFC 4733 digit pacing and the counters. It reads no
-clock: every time is passed in, in seconds on one monotonic clock; NTP timestamps are that
+It holds symmetric-RTP latching (sending starts at once to the SDP's address; the target
+follows the peer's source during a learning window, later sources are only counted), the send
+guard, our SSRC and sequence numbers, reception stats, RTCP SR/BYE and the round-trip time,
+RFC 4733 digit pacing and the counters. It reads no clock: every time is passed in, in seconds
+on one monotonic clock; NTP timestamps are that
 clock plus `unix_offset`.
 """
 
@@ -204,13 +205,16 @@ class RtpStream:
     def _apply_send_guard(self) -> None:
         """The send guard, the one place that decides whether anything may go out.
 
-        Nothing is sent before the peer has sent RTP (until then its NAT binding may not exist
-        and its real source is unknown) or after close. The destinations are the targets while
-        sending is allowed, else None; `send` and the RTCP reports only read them.
+        RTP goes to the target from the start: the SDP's address until a packet of the peer
+        moves it (a receive-only peer, a recorder or a gateway waiting for media never sends
+        first). RTCP waits until RTP has flowed either way, so it has something to report.
+        Nothing goes out after close. The destinations are the targets while sending is
+        allowed, else None; `send` and the RTCP reports only read them.
         """
-        allowed = self._remote_ssrc is not None and not self._closed
-        self._rtp_destination = self._rtp_target if allowed else None
-        self._rtcp_destination = self._rtcp_target if allowed else None
+        open_ = not self._closed
+        in_contact = self._remote_ssrc is not None or self.sent_packets > 0
+        self._rtp_destination = self._rtp_target if open_ else None
+        self._rtcp_destination = self._rtcp_target if open_ and in_contact else None
 
     # ------------------------------------------------------------------ inbound
 
@@ -322,6 +326,8 @@ class RtpStream:
         )
         self.transmit_rtp(header + payload, destination)
         self.sent_packets += 1
+        if self.sent_packets == 1:
+            self._apply_send_guard()  # RTP has flowed: RTCP may go out too
         self.sent_bytes += len(payload)
         self._last_timestamp = timestamp
         return True
