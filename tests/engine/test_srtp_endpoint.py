@@ -108,7 +108,7 @@ def srtp_of(session: MediaSession, endpoint_id: str) -> srtp_module.SrtpSession:
 
 
 async def activate(secure: SrtpPeer, plain: RtpPeer) -> None:
-    """Both peers send once (the engine sends nothing to a peer that has not sent)."""
+    """Both peers send once, and the plain one hears the SRTP one."""
     plain.send(b"\x00" * 160)
     await asyncio.sleep(0.02)
     secure.send_srtp(b"\x00" * 160)
