@@ -24,7 +24,7 @@ from callbridge.media.sdp import (
     telephone_event_codec,
     write_sdp,
 )
-from callbridge.media.srtp import SrtpError
+from callbridge.media.srtp import SUITES, SrtpError
 
 PHONE_OFFER = (
     "v=0\r\n"
@@ -479,3 +479,20 @@ def test_unsupported_crypto_suites_are_reported_and_savp_is_secure() -> None:
     assert offer.crypto is None and offer.secure_profile
     assert offer.unsupported_crypto_suites == ("F8_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32")
     assert not parse_sdp(PHONE_OFFER).secure_profile
+
+
+@given(
+    st.text(max_size=120)
+    | st.builds(
+        "1 {} inline:{}".format,
+        st.sampled_from([*SUITES, "AES_CM_128_HMAC_SHA1_81"]),
+        st.text("ABCDEFabcdef0123456789+/=*|:", max_size=80),
+    )
+)
+def test_any_crypto_line_parses_and_its_key_fails_only_with_srtp_error(value: str) -> None:
+    offer = parse_sdp("m=audio 4000 RTP/SAVP 0\na=crypto:" + value + "\n")
+    if offer.crypto is not None:
+        try:
+            assert len(offer.crypto.key().master) in (28, 30, 44)
+        except SrtpError:
+            pass
