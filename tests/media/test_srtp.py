@@ -198,3 +198,13 @@ def test_unprotect_never_raises(data: bytes) -> None:
     assert receiver.unprotect(data, 0.0) is None
     assert receiver.unprotect_rtcp(data, 0.0) is None
     assert receiver.dropped_packets == 2
+
+
+def test_the_same_key_again_keeps_the_replay_window() -> None:
+    sender, receiver = pair()
+    first = sender.protect(rtp(1)) or b""
+    assert receiver.unprotect(first, 0.0) == rtp(1)
+    assert receiver.receive_key is not None
+    receiver.install_pending_receive_key(receiver.receive_key, 1.0)
+    assert receiver.pending_receive_key is None
+    assert receiver.unprotect(first, 1.0) is None and receiver.replayed_packets == 1

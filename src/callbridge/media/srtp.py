@@ -201,8 +201,12 @@ class SrtpSession:
 
     def install_pending_receive_key(self, key: SrtpKey, now: float) -> None:
         """Try `key` first until it works or `PENDING_KEY_TIMEOUT_S` after `now`; without a
-        receive key yet it is used at once."""
-        if self._unprotector is None or key == self.receive_key:
+        receive key yet it is used at once, and the current key keeps its contexts (replay
+        window, rollover counter)."""
+        if key == self.receive_key:
+            self._pending = self.pending_receive_key = None
+            return
+        if self._unprotector is None:
             self.set_receive_key(key)
             return
         self._pending = self._inbound(key)
