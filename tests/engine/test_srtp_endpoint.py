@@ -6,6 +6,7 @@ import asyncio
 import base64
 import secrets
 
+import numpy as np
 import pylibsrtp
 import pytest
 
@@ -16,10 +17,11 @@ from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media import srtp as srtp_module
+from callbridge.media.codecs import OPUS, PCMU, create_decoder, create_encoder
 from callbridge.media.rtcp import Goodbye, build_goodbye, parse_rtcp
 from callbridge.media.rtp import RtpPacket, build_rtp, parse_rtp
 from callbridge.media.sdp import parse_sdp
-from tests.engine.engine_peers import EventLog, RtpPeer, manager
+from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, manager, sine_pcm
 
 __all__ = ["manager"]
 
@@ -395,3 +397,32 @@ async def test_srtcp_both_ways_muxed_and_on_the_rtcp_port(manager: SessionManage
     assert len(goodbyes) == 1 and secure.ssrc not in goodbyes[0].ssrcs
     assert [event["reason"] for event in events.named("endpoint.rtcp_bye")] == ["muxed", "odd port"]
     secure.close()
+
+
+async def test_srtp_pcmu_is_transcoded_to_plain_opus_and_back(manager: SessionManager) -> None:
+    session = manager.create_session(EventLog())
+    _, secure, _ = await srtp_leg(session)
+    opus_peer = await RtpPeer.open()
+    _, opus_answer = await create_from_offer(session, opus_peer.offer("opus"), "sendrecv")
+    opus_peer.use(opus_answer)
+    pcmu, opus = create_encoder(PCMU), create_encoder(OPUS)
+    for index in range(60):
+        secure.send_srtp(pcmu.encode(sine_pcm(800, 8000, 160, index * 160)))
+        opus_peer.send(opus.encode(sine_pcm(1300, 48000, 960, index * 960)), 111, samples=960)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    decoder = create_decoder(OPUS)
+    packets = [packet for packet in opus_peer.drain() if packet.payload_type == 111][10:]
+    heard = b"".join(decoder.decode(bytes(packet.payload)) for packet in packets)
+    assert abs(dominant_frequency(np.frombuffer(heard, "<i2"), 48000) - 800) < 15
+    decoder = create_decoder(PCMU)
+    payloads = []
+    while not secure.queue.empty():
+        data, _ = secure.queue.get_nowait()
+        if not 192 <= data[1] <= 223:
+            assert secure.receiver is not None
+            payloads.append(parse_rtp(secure.receiver.unprotect(data)).payload)
+    heard = b"".join(decoder.decode(bytes(payload)) for payload in payloads[10:])
+    assert abs(dominant_frequency(np.frombuffer(heard, "<i2"), 8000) - 1300) < 15
+    secure.close()
+    opus_peer.close()
