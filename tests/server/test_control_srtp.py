@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pylibsrtp
+import pytest
 
 from callbridge.media.rtp import build_rtp
 from callbridge.media.sdp import parse_sdp
@@ -20,6 +23,14 @@ SUITE = "AES_CM_128_HMAC_SHA1_80"
 UNKNOWN_ID = "6f1c3e0a-1b2c-4d5e-8f90-0123456789ab"
 
 
+@pytest.fixture
+def peer_port() -> Iterator[int]:
+    """A port of ours on loopback for the offers: what the engine sends lands nowhere else."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        yield peer.getsockname()[1]
+
+
 def srtp_offer(port: int, key: bytes, profile: str = "RTP/SAVP") -> str:
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -28,9 +39,9 @@ def srtp_offer(port: int, key: bytes, profile: str = "RTP/SAVP") -> str:
     )
 
 
-async def test_srtp_offer_answer_and_rekey(bound: ControlClient) -> None:
+async def test_srtp_offer_answer_and_rekey(bound: ControlClient, peer_port: int) -> None:
     result = await bound.result(
-        "endpoint.create_from_offer", {"sdp": srtp_offer(40000, secrets.token_bytes(30))}
+        "endpoint.create_from_offer", {"sdp": srtp_offer(peer_port, secrets.token_bytes(30))}
     )
     answer = parse_sdp(result["sdp_answer"])
     assert answer.protocol == "RTP/SAVP" and answer.crypto is not None and answer.crypto.tag == 3
@@ -38,17 +49,17 @@ async def test_srtp_offer_answer_and_rekey(bound: ControlClient) -> None:
     assert set(rekeyed) == {"sdp"}
     offer = parse_sdp(rekeyed["sdp"])
     assert offer.crypto is not None and offer.crypto.key_base64 != answer.crypto.key_base64
-    peer_answer = srtp_offer(40000, secrets.token_bytes(30))
+    peer_answer = srtp_offer(peer_port, secrets.token_bytes(30))
     accepted = await bound.result(
         "endpoint.accept_answer", {"endpoint_id": result["endpoint_id"], "sdp": peer_answer}
     )
     assert accepted == {}
 
 
-async def test_osrtp_and_our_srtp_offer(bound: ControlClient) -> None:
+async def test_osrtp_and_our_srtp_offer(bound: ControlClient, peer_port: int) -> None:
     key = secrets.token_bytes(30)
     result = await bound.result(
-        "endpoint.create_from_offer", {"sdp": srtp_offer(40000, key, "RTP/AVP")}
+        "endpoint.create_from_offer", {"sdp": srtp_offer(peer_port, key, "RTP/AVP")}
     )
     assert parse_sdp(result["sdp_answer"]).protocol == "RTP/SAVP"
     created = await bound.result("endpoint.create_offer", {"type": "rtp", "srtp": True})
@@ -57,28 +68,28 @@ async def test_osrtp_and_our_srtp_offer(bound: ControlClient) -> None:
     assert offer.crypto.suite == SUITE
     await bound.result(
         "endpoint.accept_answer",
-        {"endpoint_id": created["endpoint_id"], "sdp": srtp_offer(40002, key)},
+        {"endpoint_id": created["endpoint_id"], "sdp": srtp_offer(peer_port, key)},
     )
     state = await bound.next_event("endpoint.state_changed")
     assert state["new_state"] == "connected"
 
 
-async def test_srtp_errors_are_endpoint_errors(bound: ControlClient) -> None:
-    bad_base64 = srtp_offer(40000, bytes(30)).replace("inline:", "inline:*")
+async def test_srtp_errors_are_endpoint_errors(bound: ControlClient, peer_port: int) -> None:
+    bad_base64 = srtp_offer(peer_port, bytes(30)).replace("inline:", "inline:*")
     error = await bound.error("endpoint.create_from_offer", {"sdp": bad_base64})
     assert error["code"] == "ENDPOINT_ERROR" and "bad SRTP key base64" in error["message"]
-    short = srtp_offer(40000, bytes(16))
+    short = srtp_offer(peer_port, bytes(16))
     error = await bound.error("endpoint.create_from_offer", {"sdp": short})
     assert error == {
         "code": "ENDPOINT_ERROR",
         "message": "SRTP key init failure: SRTP master key for AES_CM_128_HMAC_SHA1_80 is 16 "
         "bytes, need 30",
     }
-    unknown = srtp_offer(40000, bytes(30)).replace(SUITE, "F8_128_HMAC_SHA1_80")
+    unknown = srtp_offer(peer_port, bytes(30)).replace(SUITE, "F8_128_HMAC_SHA1_80")
     error = await bound.error("endpoint.create_from_offer", {"sdp": unknown})
     assert error["code"] == "ENDPOINT_ERROR" and "F8_128_HMAC_SHA1_80" in error["message"]
 
-    plain = srtp_offer(40000, bytes(30)).replace("RTP/SAVP", "RTP/AVP").split("a=crypto")[0]
+    plain = srtp_offer(peer_port, bytes(30)).replace("RTP/SAVP", "RTP/AVP").split("a=crypto")[0]
     plain_id = (await bound.result("endpoint.create_from_offer", {"sdp": plain}))["endpoint_id"]
     error = await bound.error("endpoint.srtp_rekey", {"endpoint_id": plain_id})
     assert error == {"code": "ENDPOINT_ERROR", "message": "SRTP is not active on this endpoint"}
