@@ -19,7 +19,7 @@ from callbridge.engine.tone_endpoint import create_tone
 from callbridge.engine.vad import SessionVad, start_vad, stop_vad
 from callbridge.media.codecs import PCMU, create_encoder
 from callbridge.media.resample import Resampler
-from tests.engine.engine_peers import EventLog, RtpPeer, engine_config
+from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, sine_pcm
 from tests.media.speech import RATE, espeak_available, speech_timeline
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
@@ -134,3 +134,32 @@ async def test_speech_from_an_rtp_peer_that_then_goes_quiet(
     assert 300 <= counted["silence_duration_ms"] <= 600
     peer.close()
     await session.destroy()
+
+
+async def test_vad_moves_with_a_transferred_endpoint_and_keeps_its_state(
+    media_manager: SessionManager,
+) -> None:
+    transfer = pytest.importorskip("callbridge.engine.transfer")
+    source_events, target_events = EventLog(), EventLog()
+    source = media_manager.create_session(source_events)
+    target = media_manager.create_session(target_events)
+    endpoint_id, peer = await _speaking_peer(source)
+    start_vad(source, endpoint_id, 300, 0.5)
+    encoder = create_encoder(PCMU)
+
+    async def speak(frames: int, start: int) -> None:
+        for index in range(start, start + frames):
+            peer.send(encoder.encode(sine_pcm(440, 8000, 160, index * 160)), 0)
+            await asyncio.sleep(0.02)
+
+    await speak(25, 0)
+    await source_events.wait_for("vad.speech_started")
+    await transfer.transfer(source, endpoint_id, target.id, media_manager.get)
+    await speak(25, 25)
+    assert source.info()["vad_active"] == [] and target.info()["vad_active"] == [endpoint_id]
+    [silence] = await target_events.wait_for("vad.silence", within_s=5)
+    assert silence["endpoint_id"] == endpoint_id
+    assert target_events.named("vad.speech_started") == []  # the same utterance goes on
+    peer.close()
+    await source.destroy()
+    await target.destroy()

@@ -10,13 +10,17 @@ events go to the session's controller:
 - `vad.error {endpoint_id, error}` when the detector cannot be created or fails; the endpoint is
   then no longer monitored.
 
-The monitors follow their endpoints as a `SessionObserver`: removal (or a transfer) and the end
-of the session stop them. Failures are `EngineError` with ENDPOINT_ERROR ("Endpoint not found",
-"VAD not active for endpoint"); the control layer reports them in the VAD family.
+The monitors follow their endpoints as a `SessionObserver`: removal and the end of the session
+stop them; an endpoint transferred to another session keeps its monitor, state included (it is
+picked up in the new session as soon as the transfer, which runs synchronously, is over).
+
+Failures are `EngineError` with ENDPOINT_ERROR ("Endpoint not found", "VAD not active for
+endpoint"); the control layer reports them in the VAD family.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
@@ -37,6 +41,8 @@ from callbridge.media.vad import (
 __all__ = ["SessionVad", "start_vad", "stop_vad"]
 
 _HANGOVER_S: Final = HANGOVER_MS / 1000
+_TRANSFERRED: Final = "endpoint_transferred"
+"""The `SessionObserver.endpoint_leaving` reason of an endpoint moving to another session."""
 
 
 class _Monitor:
@@ -109,10 +115,14 @@ class SessionVad:
         except VadError as error:
             session.emit("vad.error", {"endpoint_id": endpoint_id, "error": str(error)})
             return
-        monitor = _Monitor(self, endpoint_id, activity, time.monotonic())
-        self.monitors[endpoint_id] = monitor
-        session.vad_active.add(endpoint_id)
-        session.add_audio_tap(endpoint_id, VAD_RATE, monitor)
+        self._adopt(_Monitor(self, endpoint_id, activity, time.monotonic()))
+
+    def _adopt(self, monitor: _Monitor) -> None:
+        session = self.session
+        monitor.owner = self
+        self.monitors[monitor.endpoint_id] = monitor
+        session.vad_active.add(monitor.endpoint_id)
+        session.add_audio_tap(monitor.endpoint_id, VAD_RATE, monitor)
         if not self._clock_registered:
             self._clock_registered = True
             session.context.clock.add_housekeeping(self._housekeeping)
@@ -156,12 +166,25 @@ class SessionVad:
     # -- SessionObserver -----------------------------------------------------------------------
 
     def endpoint_leaving(self, endpoint: Endpoint, reason: str) -> None:
+        monitor = self.monitors.get(endpoint.id)
         self._drop(endpoint.id, tap=False)  # the session takes the endpoint's taps with it
+        if monitor is not None and reason == _TRANSFERRED:
+            asyncio.get_running_loop().call_soon(_follow, endpoint, monitor)
 
     def session_ending(self, reason: str) -> None:
         self.monitors.clear()
         self.session.vad_active.clear()
         self._release_clock()
+
+
+def _follow(endpoint: Endpoint, monitor: _Monitor) -> None:
+    """Monitor a transferred endpoint in the session it is in now (the source after a rollback)."""
+    host = endpoint.host
+    if endpoint.closed or not isinstance(host, MediaSession) or not host.alive:
+        return
+    if host.endpoints.get(endpoint.id) is not endpoint:
+        return
+    (SessionVad.find(host) or SessionVad(host))._adopt(monitor)
 
 
 def start_vad(
