@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
+from benchmarks.media_codecs import cost_us
 from tests.media.speech import SpeechTimeline, speech_timeline
 
 from callbridge.engine.config import EngineConfig
@@ -103,16 +103,6 @@ def measure(name: str, timeline: SpeechTimeline) -> Accuracy:
     )
 
 
-def best_us(action: Callable[[], object], iterations: int, repeats: int = 7) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        began = time.perf_counter()
-        for _ in range(iterations):
-            action()
-        best = min(best, (time.perf_counter() - began) / iterations)
-    return best * 1e6
-
-
 def _mean(values: list[float]) -> str:
     return f"{statistics.fmean(values):+7.0f}" if values else "      -"
 
@@ -137,14 +127,14 @@ async def stats_costs() -> tuple[float, float, float]:
         endpoint = next(iter(session.endpoints.values()))
         subscription = StatsSubscription(session, 5000, time.monotonic())
         not_due = time.monotonic()
-        idle = best_us(lambda: subscription._on_tick(not_due), 100_000)
-        entry = best_us(lambda: endpoint_stats(endpoint), 20_000)
+        idle = cost_us(lambda: subscription._on_tick(not_due), 100_000)
+        entry = cost_us(lambda: endpoint_stats(endpoint), 20_000)
 
         def due() -> None:
             subscription._due = 0.0
             subscription._on_tick(time.monotonic())
 
-        event = best_us(due, 20_000)
+        event = cost_us(due, 20_000)
         await session.destroy()
         await manager.shutdown(0)
     return idle, entry, event
@@ -174,7 +164,7 @@ def main() -> None:
     print(f"silero costs {ratio:.0f}x webrtc per frame (medians over the SNRs)")
     resampler = Resampler(8000, VAD_RATE)
     narrow = bytes(320)
-    resampling = best_us(lambda: resampler.resample(narrow), 20_000)
+    resampling = cost_us(lambda: resampler.resample(narrow), 20_000)
     print(f"tap resampling 8 -> 16 kHz: {resampling:.1f} us/frame")
     idle, entry, event = asyncio.run(stats_costs())
     print(f"stats: subscription check per frame {idle:.2f} us; RTP endpoint entry {entry:.1f} us;")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -163,3 +164,36 @@ async def test_vad_moves_with_a_transferred_endpoint_and_keeps_its_state(
     peer.close()
     await source.destroy()
     await target.destroy()
+
+
+def _other_onnx_model() -> Path | None:
+    """A real ONNX model that is not Silero's (pipecat ships a turn detector)."""
+    try:
+        files = importlib.metadata.files("pipecat-ai") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if str(file).endswith(".onnx") and "smart_turn" in str(file):
+            return Path(str(file.locate()))
+    return None
+
+
+async def test_a_detector_failing_on_audio_is_a_vad_error_and_stops(tmp_path: Path) -> None:
+    model = _other_onnx_model()
+    if model is None:
+        pytest.skip("no second ONNX model installed")
+    engine = SessionManager(engine_config(tmp_path, vad_silero_model=model))
+    await engine.start()
+    try:
+        events = EventLog()
+        session = engine.create_session(events)
+        endpoint_id = await create_tone(session, "sine", 440.0, None)
+        start_vad(session, endpoint_id, 1000, 0.5, "silero")
+        assert session.info()["vad_active"] == [endpoint_id]
+        [error] = await events.wait_for("vad.error")
+        assert error["endpoint_id"] == endpoint_id and "silero VAD failed" in error["error"]
+        assert session.info()["vad_active"] == []
+        with pytest.raises(EngineError, match="VAD not active"):
+            stop_vad(session, endpoint_id)
+    finally:
+        await engine.shutdown(0)

@@ -80,3 +80,11 @@ async def test_speech_events_and_vad_active_follow_the_endpoint(bound: ControlCl
     await bound.result("endpoint.remove", {"endpoint_id": endpoint_id})
     assert (await bound.result("session.info"))["vad_active"] == []
     assert (await bound.error("vad.stop", {"endpoint_id": endpoint_id}))["code"] == "VAD_ERROR"
+
+
+async def test_an_endpoint_still_negotiating_can_be_monitored(bound: ControlClient) -> None:
+    offer = await bound.result("endpoint.create_offer", {"type": "rtp"})
+    endpoint_id = offer["endpoint_id"]
+    assert await bound.result("vad.start", {"endpoint_id": endpoint_id}) == {}
+    assert (await bound.result("session.info"))["vad_active"] == [endpoint_id]
+    assert await bound.result("vad.stop", {"endpoint_id": endpoint_id}) == {}

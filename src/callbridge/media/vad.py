@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import webrtcvad
 
 from callbridge.media.errors import MediaError
 
@@ -87,10 +88,6 @@ class WebRtcDetector:
     window_samples: Final = VAD_RATE // 50
 
     def __init__(self, speech_threshold: float) -> None:
-        try:
-            import webrtcvad
-        except ImportError as error:
-            raise VadError(f"webrtc VAD unavailable: {error}") from None
         self.aggressiveness = min(3, int(speech_threshold * 4))
         self._vad = webrtcvad.Vad(self.aggressiveness)
         self._warming = _WEBRTC_WARMUP_WINDOWS
