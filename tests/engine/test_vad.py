@@ -56,7 +56,7 @@ async def test_speech_from_a_file_starts_and_then_reports_silence(
     session = media_manager.create_session(events)
     path, _, _ = one_sentence(tmp_path)
     endpoint_id = await create_with_file(session, str(path))
-    start_vad(session, endpoint_id, 400, 0.5)
+    await start_vad(session, endpoint_id, 400, 0.5)
     assert session.info()["vad_active"] == [endpoint_id]
     [started] = await events.wait_for("vad.speech_started", within_s=5)
     assert started == {"endpoint_id": endpoint_id}
@@ -76,15 +76,15 @@ async def test_a_steady_tone_is_speech_to_webrtc_and_vad_stops_with_its_endpoint
     events = EventLog()
     session = media_manager.create_session(events)
     endpoint_id = await create_tone(session, "sine", 440.0, None)
-    start_vad(session, endpoint_id, 100, 0.5, "silero")
-    start_vad(session, endpoint_id, 100, 0.5)  # replaces the monitor without error
+    await start_vad(session, endpoint_id, 100, 0.5, "silero")
+    await start_vad(session, endpoint_id, 100, 0.5)  # replaces the monitor without error
     await events.wait_for("vad.speech_started")
     vad = SessionVad.find(session)
     assert vad is not None and list(vad.monitors) == [endpoint_id]
     await session.remove_endpoint(endpoint_id)
     assert session.info()["vad_active"] == [] and not vad.monitors
     with pytest.raises(EngineError, match="Endpoint not found"):
-        start_vad(session, endpoint_id, 1000, 0.5)
+        await start_vad(session, endpoint_id, 1000, 0.5)
     await session.destroy()
 
 
@@ -95,7 +95,7 @@ async def test_a_detector_that_cannot_be_made_is_a_vad_error_event(tmp_path: Pat
         events = EventLog()
         session = engine.create_session(events)
         endpoint_id = await create_tone(session, "ringback", None, None)
-        start_vad(session, endpoint_id, 1000, 0.5, "silero")
+        await start_vad(session, endpoint_id, 1000, 0.5, "silero")
         [error] = events.named("vad.error")
         assert error["endpoint_id"] == endpoint_id and "absent.onnx" in error["error"]
         assert session.info()["vad_active"] == []
@@ -117,7 +117,7 @@ async def test_speech_from_an_rtp_peer_that_then_goes_quiet(
     events = EventLog()
     session = media_manager.create_session(events)
     endpoint_id, peer = await _speaking_peer(session)
-    start_vad(session, endpoint_id, 300, 0.5)
+    await start_vad(session, endpoint_id, 300, 0.5)
     timeline = speech_timeline()
     onset, _ = timeline.utterances[0]
     speech = timeline.samples[round((onset - 0.3) * RATE) : round((onset + 1.5) * RATE)]
@@ -145,7 +145,7 @@ async def test_vad_moves_with_a_transferred_endpoint_and_keeps_its_state(
     source = media_manager.create_session(source_events)
     target = media_manager.create_session(target_events)
     endpoint_id, peer = await _speaking_peer(source)
-    start_vad(source, endpoint_id, 300, 0.5)
+    await start_vad(source, endpoint_id, 300, 0.5)
     encoder = create_encoder(PCMU)
 
     async def speak(frames: int, start: int) -> None:
@@ -188,7 +188,7 @@ async def test_a_detector_failing_on_audio_is_a_vad_error_and_stops(tmp_path: Pa
         events = EventLog()
         session = engine.create_session(events)
         endpoint_id = await create_tone(session, "sine", 440.0, None)
-        start_vad(session, endpoint_id, 1000, 0.5, "silero")
+        await start_vad(session, endpoint_id, 1000, 0.5, "silero")
         assert session.info()["vad_active"] == [endpoint_id]
         [error] = await events.wait_for("vad.error")
         assert error["endpoint_id"] == endpoint_id and "silero VAD failed" in error["error"]

@@ -97,24 +97,10 @@ class SessionVad:
                 return observer
         return None
 
-    def start(
-        self, endpoint_id: str, silence_interval_ms: int, speech_threshold: float, detector: str
-    ) -> None:
-        """Monitor the endpoint (replacing a monitor it has); a detector that cannot be made
-        here is reported as `vad.error`."""
-        session = self.session
-        session.endpoint(endpoint_id)
+    def start(self, endpoint_id: str, activity: VoiceActivity) -> None:
+        """Monitor the endpoint with `activity` (replacing a monitor it has)."""
+        self.session.endpoint(endpoint_id)
         self._drop(endpoint_id)
-        config = session.context.config
-        try:
-            activity = VoiceActivity(
-                create_detector(detector, speech_threshold, config.vad_silero_model),
-                speech_threshold,
-                silence_interval_ms,
-            )
-        except VadError as error:
-            session.emit("vad.error", {"endpoint_id": endpoint_id, "error": str(error)})
-            return
         self._adopt(_Monitor(self, endpoint_id, activity, time.monotonic()))
 
     def _adopt(self, monitor: _Monitor) -> None:
@@ -187,18 +173,32 @@ def _follow(endpoint: Endpoint, monitor: _Monitor) -> None:
     (SessionVad.find(host) or SessionVad(host))._adopt(monitor)
 
 
-def start_vad(
+async def start_vad(
     session: MediaSession,
     endpoint_id: str,
     silence_interval_ms: int,
     speech_threshold: float,
     detector: str | None = None,
 ) -> None:
-    """`vad.start`: `detector` is "webrtc" or "silero" (None: the configured default)."""
+    """`vad.start`: `detector` is "webrtc" or "silero" (None: the configured default). The
+    detector is made in a thread (the first Silero one loads its model, a few hundred ms); one
+    that cannot be made is reported as `vad.error`."""
     session.check_alive()
-    chosen = detector or session.context.config.vad_detector
-    vad = SessionVad.find(session) or SessionVad(session)
-    vad.start(endpoint_id, silence_interval_ms, speech_threshold, chosen)
+    session.endpoint(endpoint_id)
+    config = session.context.config
+    try:
+        made = await asyncio.to_thread(
+            create_detector,
+            detector or config.vad_detector,
+            speech_threshold,
+            config.vad_silero_model,
+        )
+    except VadError as error:
+        session.emit("vad.error", {"endpoint_id": endpoint_id, "error": str(error)})
+        return
+    session.check_alive()  # the session or the endpoint may have gone meanwhile
+    activity = VoiceActivity(made, speech_threshold, silence_interval_ms)
+    (SessionVad.find(session) or SessionVad(session)).start(endpoint_id, activity)
 
 
 def stop_vad(session: MediaSession, endpoint_id: str) -> None:

@@ -5,8 +5,8 @@ Detectors score fixed windows of 16 kHz mono int16 audio with a speech probabili
 - `WebRtcDetector` (libfvad's GMM through `webrtcvad-wheels`): 20 ms windows, a yes/no answer
   (1.0 or 0.0); `speech_threshold` picks its aggressiveness (0..0.25 -> 0, ... 0.75..1 -> 3).
 - `SileroDetector` (the Silero VAD network on onnxruntime): 32 ms windows, a real probability.
-  The model file ships inside an installed package (`silero-vad` or `pipecat-ai`) or is named by
-  path; nothing is ever downloaded.
+  The model file is the one an installed package ships (`silero-vad` does, and some voice-agent
+  frameworks do) or is named by path; nothing is ever downloaded.
 
 `VoiceActivity` turns the scores into events: `SpeechStarted` once per utterance, then, after
 `HANGOVER_MS` of non-speech, `Silence` every `silence_interval_ms` of silence. Silence is only
@@ -52,8 +52,6 @@ shorter), ms."""
 DETECTORS: Final = ("webrtc", "silero")
 
 _SILERO_FILE: Final = "silero_vad.onnx"
-_SILERO_PACKAGES: Final = (("silero-vad", "silero_vad/data/"), ("pipecat-ai", "pipecat/audio/vad/"))
-"""Installed distributions known to ship the Silero model, and where inside them it lies."""
 _SILERO_WINDOW: Final = 512
 _SILERO_CONTEXT: Final = 64
 """The network reads each window with the previous window's last 64 samples in front."""
@@ -100,17 +98,20 @@ class WebRtcDetector:
         return 1.0 if speech else 0.0
 
 
+@cache
 def find_silero_model() -> Path | None:
-    """The Silero model file inside an installed package that ships it, if any."""
-    for distribution, folder in _SILERO_PACKAGES:
-        try:
-            files = importlib.metadata.files(distribution) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for file in files:
-            name = str(file)
-            if name.startswith(folder) and name.endswith("/" + _SILERO_FILE):
-                return Path(str(file.locate()))
+    """The Silero model file that an installed distribution ships, if any (`silero-vad`'s
+    first; else the first other one whose files list it). Looked up once per process."""
+    try:
+        first = [importlib.metadata.distribution("silero-vad")]
+    except importlib.metadata.PackageNotFoundError:
+        first = []
+    for distribution in [*first, *importlib.metadata.distributions()]:
+        for file in distribution.files or ():
+            if file.name == _SILERO_FILE:
+                path = Path(str(file.locate()))
+                if path.is_file():
+                    return path
     return None
 
 
@@ -141,7 +142,8 @@ class SileroDetector:
         path = model or find_silero_model()
         if path is None:
             raise VadError(
-                "silero VAD model not found: install silero-vad or pipecat-ai, or set its path"
+                f"silero VAD model not found: no installed package ships {_SILERO_FILE}; "
+                "set its path"
             )
         if not path.is_file():
             raise VadError(f"silero VAD model {path} does not exist")

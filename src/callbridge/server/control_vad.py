@@ -45,7 +45,7 @@ def _vad_family() -> Iterator[None]:
 async def vad_start(context: ControlContext, raw: msgspec.Raw) -> object:
     params = context.params(raw, VadStartParams)
     with _vad_family():
-        vad.start_vad(
+        await vad.start_vad(
             context.live(),
             str(params.endpoint_id),
             params.silence_interval_ms,
