@@ -15,6 +15,7 @@ from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer, create_offer, srtp_rekey
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
+from callbridge.engine.stats import endpoint_stats
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media import srtp as srtp_module
 from callbridge.media.codecs import OPUS, PCMU, create_decoder, create_encoder
@@ -181,6 +182,8 @@ async def test_bad_packets_are_dropped_and_counted_and_valid_ones_still_flow(
     assert counters["authentication_failures"] == 2
     assert counters["malformed_packets"] == 1
     assert manager.metrics.srtp_errors_total == 4
+    entry = endpoint_stats(session.endpoints[endpoint_id])
+    assert entry["srtp"]["suite"] == SUITE and entry["srtp"]["replayed_packets"] == 1
     secure.close()
     plain.close()
 

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from callbridge.media import rtcp
 from callbridge.media.errors import MediaError
+from callbridge.media.reception import ReceptionStats
 from callbridge.media.rtp import (
     RTP_FIXED_HEADER,
     RTP_MARKER,
@@ -132,7 +133,7 @@ class RtpStream:
         self._clock_rate = DEFAULT_CLOCK_RATE
         self._event_payload_type = -1
         self._remote_ssrc: int | None = None
-        self._reception: rtcp.ReceptionStats | None = None
+        self._reception: ReceptionStats | None = None
         self._lost_by_earlier_sources = 0
         self._last_received = 0.0
         self._last_timestamp: int | None = None
@@ -264,7 +265,7 @@ class RtpStream:
         if self._reception is not None:
             self._lost_by_earlier_sources += max(self._reception.cumulative_lost, 0)
         self._remote_ssrc = ssrc
-        self._reception = rtcp.ReceptionStats(ssrc, self._clock_rate)
+        self._reception = ReceptionStats(ssrc, self._clock_rate)
         self._apply_send_guard()
 
     def receive_rtcp(self, data: bytes, arrival: float) -> None:
