@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost, check_direction
-from callbridge.engine.errors import INVALID_PARAMS, SESSION_NOT_FOUND, EngineError
+from callbridge.engine.errors import (
+    INVALID_PARAMS,
+    SESSION_NOT_FOUND,
+    EngineError,
+    endpoint_error,
+)
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.engine.session import MediaSession
 from callbridge.media.codecs import L16_BRIDGE
@@ -89,6 +94,12 @@ class BridgeEndpoint(Endpoint):
         self.frames_received += 1
         if self.direction != "recvonly":
             self.produce(pcm, now)
+
+    def check_transfer(self, target: EndpointHost) -> None:
+        """A bridge may move, but not into the session of its partner (a loop to itself)."""
+        partner = self.partner
+        if partner is not None and partner.host is target:
+            raise endpoint_error("Cannot transfer a bridge endpoint into the session it bridges to")
 
     def removing(self) -> None:
         """`endpoint.remove` on this side: the other side goes too (no event there)."""

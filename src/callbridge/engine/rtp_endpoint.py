@@ -387,6 +387,10 @@ class RtpEndpoint(Endpoint):
         for digit in self._detector.poll(now):
             self._report_digit(digit.digit, digit.duration_ms)
 
+    def rehost(self, host: EndpointHost) -> None:
+        super().rehost(host)
+        self.metrics = host.metrics
+
     def stats(self) -> dict[str, object]:
         return {} if self.transport is None else self.transport.stats()
 

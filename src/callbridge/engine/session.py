@@ -86,6 +86,13 @@ class EndpointSlot:
         self._done = True
         self._session._insert(endpoint)
 
+    def adopt(self, endpoint: Endpoint) -> None:
+        """Put a live endpoint from another session in (a transfer, after its `rehost`)."""
+        if self._done:
+            raise RuntimeError("endpoint slot already used")
+        self._done = True
+        self._session._insert(endpoint, moved=True)
+
     def release(self) -> None:
         """Give the place back unless an endpoint took it; idempotent."""
         if not self._done:
@@ -214,12 +221,15 @@ class MediaSession:
         finally:
             place.release()
 
-    def _insert(self, endpoint: Endpoint) -> None:
+    def _insert(self, endpoint: Endpoint, *, moved: bool = False) -> None:
         self._reserved -= 1
         self.endpoints[endpoint.id] = endpoint
         self._empty_since = None
-        self.metrics.endpoints_total += 1
-        self.metrics.endpoints_active += 1
+        if moved:
+            self.dtmf.take_over(endpoint)
+        else:
+            self.metrics.endpoints_total += 1
+            self.metrics.endpoints_active += 1
         self.rebuild_routing()
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
@@ -233,18 +243,31 @@ class MediaSession:
     def remove(self, endpoint: Endpoint, reason: str = "endpoint_removed") -> None:
         """Take an endpoint out and close it without any event of its own (failures, bridge
         partners); observers hear `reason` first, and its audio taps go with it."""
-        if endpoint.id not in self.endpoints:
+        if not self._take_out(endpoint, reason):
             return
+        endpoint.close()
+        self.metrics.endpoints_active -= 1
+        if self.alive:
+            self.rebuild_routing()
+
+    def detach(self, endpoint: Endpoint, reason: str) -> None:
+        """Take a live endpoint out *without* closing it, for another session to `adopt`
+        (a transfer): observers hear `reason`, its audio taps and queued digits stay here."""
+        if not self._take_out(endpoint, reason):
+            return
+        self.dtmf.hand_over(endpoint)
+        self.rebuild_routing()
+
+    def _take_out(self, endpoint: Endpoint, reason: str) -> bool:
+        if endpoint.id not in self.endpoints:
+            return False
         for observer in list(self.observers):
             observer.endpoint_leaving(endpoint, reason)
         del self.endpoints[endpoint.id]
         self._audio_taps.pop(endpoint.id, None)
-        endpoint.close()
-        self.metrics.endpoints_active -= 1
         if not self.endpoints:
             self._empty_since = time.monotonic()
-        if self.alive:
-            self.rebuild_routing()
+        return True
 
     def set_state(self, endpoint: Endpoint, new_state: str, *, event: bool = True) -> None:
         """Change an endpoint's state, emit `endpoint.state_changed`, rebuild routing."""

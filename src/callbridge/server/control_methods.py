@@ -16,6 +16,7 @@ from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
+from callbridge.server import control_transfer
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
@@ -47,6 +48,7 @@ METHODS: Final[Mapping[str, Handler]] = {
     "endpoint.file.pause": endpoint.file_pause,
     "endpoint.file.resume": endpoint.file_resume,
     "endpoint.dtmf.inject": endpoint.dtmf_inject,
+    "endpoint.transfer": control_transfer.transfer,
     "endpoint.create_rtvbp": rtvbp.create_rtvbp,
     "endpoint.rtvbp.request": rtvbp.rtvbp_request,
     "endpoint.rtvbp.notify": rtvbp.rtvbp_notify,
@@ -59,7 +61,6 @@ METHODS: Final[Mapping[str, Handler]] = {
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.ice_restart": ENDPOINT_ERROR,
     "endpoint.srtp_rekey": ENDPOINT_ERROR,
-    "endpoint.transfer": ENDPOINT_ERROR,
     "recording.start": RECORDING_ERROR,
     "recording.stop": RECORDING_ERROR,
     "vad.start": VAD_ERROR,
