@@ -54,3 +54,6 @@ class EngineConfig:
     """How long a parked incoming call waits for `session.attach` before it is hung up."""
     rtvbp_initialize_timeout_s: float = 10.0
     """How long an incoming voice peer may take to send `session.initialize`."""
+    # Metrics under rtpbridge's names.
+    metrics_compat: bool = False
+    """Also export every rtpbridge metric under its ``rtpbridge_`` name."""
