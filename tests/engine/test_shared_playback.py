@@ -7,7 +7,6 @@ import hashlib
 import random
 import time
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,10 @@ from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
 from callbridge.media.codecs import PCMU, create_decoder
 from callbridge.media.pcm import as_samples
-from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, sine_pcm
+from tests.engine.engine_peers import EventLog, RtpPeer, sine_pcm
+from tests.engine.test_file_endpoint import media
+
+__all__ = ["media"]
 
 BLOCK_S = 0.06
 """The file is a random pattern of 60 ms blocks of tone or silence."""
@@ -39,16 +41,6 @@ def write_pattern(path: Path, seconds: float) -> None:
         handle.setsampwidth(2)
         handle.setframerate(RATE)
         handle.writeframes(b"".join(blocks))
-
-
-@pytest.fixture
-async def media(tmp_path: Path) -> AsyncIterator[tuple[SessionManager, Path]]:
-    media_dir = tmp_path / "media"
-    media_dir.mkdir()
-    engine = SessionManager(engine_config(tmp_path, media_dir=media_dir))
-    await engine.start()
-    yield engine, media_dir
-    await engine.shutdown(0)
 
 
 class Listener:

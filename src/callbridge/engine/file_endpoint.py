@@ -1,6 +1,6 @@
 """A file playback endpoint: local files under `media_dir`, or http(s) URLs through the cache.
 
-One 20 ms frame is decoded per clock tick (`AudioFileReader` streams; no file is loaded whole),
+One 20 ms frame is decoded per clock tick (a `FilePlayer` streams; no file is loaded whole),
 at 48000 Hz so wideband destinations keep the file's quality. Always sendonly.
 
 States: local files start `playing`; URLs start `buffering`, download in the background and go
@@ -25,8 +25,7 @@ from callbridge.engine.downloads import CacheLease, DownloadError
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
 from callbridge.engine.session import MediaSession
-from callbridge.engine.shared_playback import SharedPlayer
-from callbridge.media.audiofile import AudioFileReader
+from callbridge.engine.shared_playback import FilePlayer
 from callbridge.media.errors import MediaError
 from callbridge.media.mixer import gain
 from callbridge.media.pcm import as_samples
@@ -113,17 +112,15 @@ class FileEndpoint(Endpoint):
     ) -> None:
         super().__init__(host, "sendonly", state)
         self.start_ms = start_ms
-        self.loops_left = loop_count
-        """Extra plays still to come; None loops forever."""
+        self.loop_count = loop_count
         self.gain_db = gain_db
-        self._reader: AudioFileReader | None = None
         self._lease: CacheLease | None = None
         self._download: asyncio.Task[None] | None = None
         self._url: str | None = None
         self._url_options: dict[str, Any] = {}
         self.shared_playback_id = shared_playback_id
         """The key of the shared decode this endpoint plays; None when it decodes alone."""
-        self._player: SharedPlayer | None = None
+        self._player: FilePlayer | None = None
 
     @classmethod
     def create(
@@ -168,16 +165,19 @@ class FileEndpoint(Endpoint):
 
     def _open(self, path: Path) -> None:
         """Start decoding `path` (or join the shared decode of this source)."""
+        start_ms, loop_count = self.start_ms, self.loop_count
         try:
             if self.shared_playback_id is None:
-                self._reader = AudioFileReader(path, FILE_SAMPLE_RATE, self.start_ms, self.gain_db)
+                self._player = FilePlayer(
+                    path, sample_rate=FILE_SAMPLE_RATE, start_ms=start_ms, loop_count=loop_count
+                )
                 return
             self._player = self.host.context.shared_playback.join(
                 self.shared_playback_id,
                 path,
                 sample_rate=FILE_SAMPLE_RATE,
-                start_ms=self.start_ms,
-                loop_count=self.loops_left,
+                start_ms=start_ms,
+                loop_count=loop_count,
             )
         except (MediaError, OSError, ValueError) as error:
             raise endpoint_error(f"Cannot play file: {error}") from None
@@ -233,12 +233,12 @@ class FileEndpoint(Endpoint):
     # -- control -------------------------------------------------------------------------------
 
     def seek(self, position_ms: int) -> None:
-        if self._player is not None:
+        if self.shared_playback_id is not None:
             raise endpoint_error("Cannot seek in a shared playback")
-        if self.state not in ("playing", "paused") or self._reader is None:
+        if self.state not in ("playing", "paused") or self._player is None:
             raise endpoint_error(f"Cannot seek in state {self.state.capitalize()}")
         try:
-            self._reader.seek(max(0, position_ms))
+            self._player.seek(position_ms)
         except (MediaError, ValueError) as error:
             raise endpoint_error(f"Seek failed: {error}") from None
 
@@ -259,29 +259,8 @@ class FileEndpoint(Endpoint):
     # -- clock ---------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self._player is not None:
-            self._tick_shared(self._player, now)
-            return
-        reader = self._reader
-        if self.state != "playing" or reader is None:
-            return
-        try:
-            frame = reader.read_frame()
-            if frame is None and self.loops_left != 0:
-                if self.loops_left is not None:
-                    self.loops_left -= 1
-                reader.seek(self.start_ms)
-                frame = reader.read_frame()
-        except MediaError as error:
-            self._finish("error", str(error))
-            return
-        if frame is None:
-            self._finish("completed", None)
-            return
-        self.produce(frame, now)
-
-    def _tick_shared(self, player: SharedPlayer, now: float) -> None:
-        if self.state != "playing":
+        player = self._player
+        if self.state != "playing" or player is None:
             return
         frame = player.frame(now)
         if frame is None:
@@ -304,12 +283,11 @@ class FileEndpoint(Endpoint):
         super().close()
         if self._download is not None and not self._download.done():
             self._download.cancel()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        if self._player is not None:
-            self.host.context.shared_playback.leave(self._player)
-            self._player = None
+        player, self._player = self._player, None
+        if player is not None and self.shared_playback_id is not None:
+            self.host.context.shared_playback.leave(player)
+        elif player is not None:
+            player.close()
         if self._lease is not None:
             self._lease.release()
             self._lease = None

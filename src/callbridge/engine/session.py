@@ -23,13 +23,26 @@ from typing import Any, Final, Protocol
 from callbridge.engine.context import EngineContext
 from callbridge.engine.dtmf_crossing import DtmfCrossing
 from callbridge.engine.endpoint import Endpoint
-from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.errors import (
+    INVALID_PARAMS,
+    SESSION_GONE,
+    SESSION_NOT_FOUND,
+    EngineError,
+    endpoint_error,
+)
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.pipeline import FrameConsumer
 from callbridge.engine.plan import MediaPlan, build_plan
 from callbridge.engine.routing import build_routing
 
-__all__ = ["CRITICAL_EVENTS", "EndpointSlot", "EventSink", "MediaSession", "SessionObserver"]
+__all__ = [
+    "CRITICAL_EVENTS",
+    "EndpointSlot",
+    "EventSink",
+    "MediaSession",
+    "SessionObserver",
+    "find_target",
+]
 
 EventSink = Callable[[str, dict[str, Any], bool], None]
 """(event name, data, critical) -> None; never blocks, never raises."""
@@ -63,6 +76,25 @@ class SessionObserver(Protocol):
 
     def session_ending(self, reason: str) -> None:
         """The session is being destroyed (`reason` as given to `teardown`)."""
+
+
+def find_target(
+    session: MediaSession,
+    target_session_id: str,
+    find_session: Callable[[str], MediaSession | None],
+    self_message: str,
+) -> MediaSession:
+    """The other live session a request of `session` names (a bridge, a transfer):
+    INVALID_PARAMS `self_message` when it is `session` itself, SESSION_NOT_FOUND when it is
+    missing or ended. The request counts as activity of `session`, which must be alive."""
+    session.touch()
+    session.check_alive()
+    if target_session_id == session.id:
+        raise EngineError(INVALID_PARAMS, self_message)
+    target = find_session(target_session_id)
+    if target is None or not target.alive:
+        raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
+    return target
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Final
 
 from callbridge.engine.endpoint import Endpoint
-from callbridge.engine.errors import INVALID_PARAMS, SESSION_NOT_FOUND, TRANSFER_FAILED, EngineError
-from callbridge.engine.session import EndpointSlot, MediaSession
+from callbridge.engine.errors import TRANSFER_FAILED, EngineError
+from callbridge.engine.session import EndpointSlot, MediaSession, find_target
 
 __all__ = ["TRANSFER_REASON", "transfer"]
 
@@ -38,13 +38,9 @@ async def transfer(
 ) -> None:
     """Move endpoint `endpoint_id` of `session` into session `target_session_id`
     (`find_session` looks it up); see the module docstring for errors and events."""
-    session.touch()
-    session.check_alive()
-    if target_session_id == session.id:
-        raise EngineError(INVALID_PARAMS, "Cannot transfer an endpoint to its own session")
-    target = find_session(target_session_id)
-    if target is None or not target.alive:
-        raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
+    target = find_target(
+        session, target_session_id, find_session, "Cannot transfer an endpoint to its own session"
+    )
     endpoint = session.endpoint(endpoint_id)
     endpoint.check_transfer(target)
     try:
