@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost, check_direction
-from callbridge.engine.errors import INVALID_PARAMS, SESSION_NOT_FOUND, EngineError
+from callbridge.engine.errors import endpoint_error
 from callbridge.engine.pipeline import OutputFormat
-from callbridge.engine.session import MediaSession
+from callbridge.engine.session import MediaSession, find_target
 from callbridge.media.codecs import L16_BRIDGE
 
 __all__ = ["BridgeEndpoint", "bridge"]
@@ -31,13 +31,9 @@ async def bridge(
     """`session.bridge`: a pair of bridge endpoints, in `session` and in the target session
     (`find_session` looks it up); returns (mine, theirs). Neither is added unless both fit."""
     check_direction(direction)
-    session.touch()
-    session.check_alive()
-    if target_session_id == session.id:
-        raise EngineError(INVALID_PARAMS, "Cannot bridge a session to itself")
-    target = find_session(target_session_id)
-    if target is None or not target.alive:
-        raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
+    target = find_target(
+        session, target_session_id, find_session, "Cannot bridge a session to itself"
+    )
     with session.slot() as mine_slot, target.slot() as theirs_slot:
         mine = BridgeEndpoint(session, direction)
         theirs = BridgeEndpoint(target, direction)
@@ -89,6 +85,12 @@ class BridgeEndpoint(Endpoint):
         self.frames_received += 1
         if self.direction != "recvonly":
             self.produce(pcm, now)
+
+    def check_transfer(self, target: EndpointHost) -> None:
+        """A bridge may move, but not into the session of its partner (a loop to itself)."""
+        partner = self.partner
+        if partner is not None and partner.host is target:
+            raise endpoint_error("Cannot transfer a bridge endpoint into the session it bridges to")
 
     def removing(self) -> None:
         """`endpoint.remove` on this side: the other side goes too (no event there)."""

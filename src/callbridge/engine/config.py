@@ -59,3 +59,6 @@ class EngineConfig:
     """Detector used when vad.start names none: "webrtc" or "silero"."""
     vad_silero_model: Path | None = None
     """The Silero ONNX model file; None finds the one an installed package ships."""
+    # Metrics under rtpbridge's names.
+    metrics_compat: bool = False
+    """Also export every rtpbridge metric under its ``rtpbridge_`` name."""

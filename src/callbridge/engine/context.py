@@ -1,4 +1,5 @@
-"""What every session of one worker shares: config, clock, ports, metrics, the URL cache.
+"""What every session of one worker shares: config, clock, ports, metrics, the URL cache, the
+shared file players.
 
 The manager owns these and hands one `EngineContext` to each session, so sessions and
 endpoints never import the manager and tests can see exactly what a session uses.
@@ -16,6 +17,7 @@ from callbridge.engine.config import EngineConfig
 from callbridge.engine.downloads import DownloadCache
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
+from callbridge.engine.shared_playback import SharedPlayback
 
 __all__ = ["EngineContext"]
 
@@ -32,6 +34,8 @@ class EngineContext:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     """Background work that outlives a call site (RTVBP dials and hang-ups); the manager waits
     for it at shutdown."""
+    shared_playback: SharedPlayback = field(default_factory=SharedPlayback)
+    """`shared: true` file playback: one decode per source for every session."""
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coroutine` as a tracked background task (never per frame)."""

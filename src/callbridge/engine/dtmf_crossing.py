@@ -41,6 +41,8 @@ class DtmfCrossing:
         self._active: Endpoint | None = None
         """The endpoint sending an injected digit, while it does."""
         self._pending: deque[tuple[Endpoint, str, int]] = deque()
+        self._carried: list[Endpoint] = []
+        """Endpoints that arrived (a transfer) mid-digit while the slot was taken here."""
 
     @property
     def busy(self) -> bool:
@@ -77,10 +79,35 @@ class DtmfCrossing:
         active = self._active
         if active is not None and (active.closed or not active.pace_injection(now)):
             self._active = None
+        if self._carried:
+            self._carried = [
+                endpoint
+                for endpoint in self._carried
+                if not endpoint.closed and endpoint.pace_injection(now)
+            ]
+
+    def hand_over(self, endpoint: Endpoint) -> None:
+        """`endpoint` leaves alive (a transfer): its queued digits are dropped, and the digit it
+        is sending is paced by its new session from now on (`take_over` there)."""
+        self._pending = deque(item for item in self._pending if item[0] is not endpoint)
+        if self._active is endpoint:
+            self._active = None
+        if endpoint in self._carried:
+            self._carried.remove(endpoint)
+
+    def take_over(self, endpoint: Endpoint) -> None:
+        """Pace the injected digit of an endpoint that arrived mid-digit (a transfer)."""
+        if not endpoint.injecting:
+            return
+        if self.busy:
+            self._carried.append(endpoint)
+        else:
+            self._active = endpoint
 
     def clear(self) -> None:
         self._active = None
         self._pending.clear()
+        self._carried.clear()
 
     def _start_pending(self) -> None:
         pending = self._pending

@@ -251,6 +251,20 @@ class Endpoint:
     def resume(self) -> None:
         raise endpoint_error("Not a file endpoint")
 
+    # -- transfer ------------------------------------------------------------------------------
+
+    def check_transfer(self, target: EndpointHost) -> None:
+        """`endpoint.transfer` to `target`: ENDPOINT_ERROR if this endpoint cannot move there.
+        Called before anything moves; playout (file, tone) stays with its session."""
+        if self.generates:
+            raise endpoint_error(f"Cannot transfer a {self.kind} endpoint")
+
+    def rehost(self, host: EndpointHost) -> None:
+        """Belong to `host` from now on (a transfer): socket, peer, codecs, DTMF detector and
+        media-timeout state stay as they are; kinds that keep per-session references swap
+        them here."""
+        self.host = host
+
     # -- lifetime ------------------------------------------------------------------------------
 
     def removing(self) -> None:

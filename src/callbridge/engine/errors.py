@@ -16,6 +16,7 @@ __all__ = [
     "SESSION_NOT_FOUND",
     "SESSION_NOT_ORPHANED",
     "SHUTTING_DOWN",
+    "TRANSFER_FAILED",
     "EngineError",
     "endpoint_error",
 ]
@@ -27,6 +28,7 @@ SESSION_NOT_ORPHANED: Final = "SESSION_NOT_ORPHANED"
 SESSION_GONE: Final = "SESSION_GONE"
 ENDPOINT_ERROR: Final = "ENDPOINT_ERROR"
 INVALID_PARAMS: Final = "INVALID_PARAMS"
+TRANSFER_FAILED: Final = "TRANSFER_FAILED"
 
 
 class EngineError(Exception):

@@ -1,6 +1,6 @@
 """A file playback endpoint: local files under `media_dir`, or http(s) URLs through the cache.
 
-One 20 ms frame is decoded per clock tick (`AudioFileReader` streams; no file is loaded whole),
+One 20 ms frame is decoded per clock tick (a `FilePlayer` streams; no file is loaded whole),
 at 48000 Hz so wideband destinations keep the file's quality. Always sendonly.
 
 States: local files start `playing`; URLs start `buffering`, download in the background and go
@@ -8,13 +8,16 @@ States: local files start `playing`; URLs start `buffering`, download in the bac
 `endpoint.file.finished {reason:"error"}`. Pause/resume switch `playing` <-> `paused`. After the
 last loop: `endpoint.file.finished {reason:"completed"}` and state `finished` (no state event).
 
-`shared: true` is accepted and played as an unshared endpoint: every endpoint decodes the
-file itself (the cache still shares the download).
+With `shared: true` the endpoint plays the worker's one decode of its source
+(`shared_playback`): every shared endpoint of that source, in any session, hears the same frame
+at the same time, and session.info shows its `shared_playback_id` (the path of a local file,
+the hex SHA-1 of a URL). Seek is not available there; pause only stops this endpoint hearing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,8 +25,10 @@ from callbridge.engine.downloads import CacheLease, DownloadError
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
 from callbridge.engine.session import MediaSession
-from callbridge.media.audiofile import AudioFileReader
+from callbridge.engine.shared_playback import FilePlayer
 from callbridge.media.errors import MediaError
+from callbridge.media.mixer import gain
+from callbridge.media.pcm import as_samples
 
 __all__ = ["FILE_SAMPLE_RATE", "FileEndpoint", "confine_path", "create_with_file"]
 
@@ -65,7 +70,7 @@ async def create_with_file(
     headers: dict[str, str] | None = None,
     gain_db: float = 0.0,
 ) -> str:
-    """`endpoint.create_with_file` (local path or http(s) URL); `shared` plays unshared."""
+    """`endpoint.create_with_file` (local path or http(s) URL), shared or not."""
     session.touch()
     if loop_count is not None and not 0 <= loop_count <= 10000:
         raise EngineError(INVALID_PARAMS, "loop_count must be 0..10000 or null")
@@ -83,6 +88,7 @@ async def create_with_file(
             timeout_s=timeout_ms / 1000,
             headers=headers,
             gain_db=gain_db,
+            shared=shared,
         )
         slot.add(endpoint)
     endpoint.started()
@@ -102,17 +108,19 @@ class FileEndpoint(Endpoint):
         start_ms: int,
         loop_count: int | None,
         gain_db: float,
+        shared_playback_id: str | None = None,
     ) -> None:
         super().__init__(host, "sendonly", state)
         self.start_ms = start_ms
-        self.loops_left = loop_count
-        """Extra plays still to come; None loops forever."""
+        self.loop_count = loop_count
         self.gain_db = gain_db
-        self._reader: AudioFileReader | None = None
         self._lease: CacheLease | None = None
         self._download: asyncio.Task[None] | None = None
         self._url: str | None = None
         self._url_options: dict[str, Any] = {}
+        self.shared_playback_id = shared_playback_id
+        """The key of the shared decode this endpoint plays; None when it decodes alone."""
+        self._player: FilePlayer | None = None
 
     @classmethod
     def create(
@@ -126,12 +134,25 @@ class FileEndpoint(Endpoint):
         timeout_s: float,
         headers: dict[str, str] | None,
         gain_db: float,
+        shared: bool = False,
     ) -> FileEndpoint:
         """A local file opened now (errors raise), or a URL endpoint that downloads later."""
-        if source.lower().startswith(("http://", "https://")):
-            endpoint = cls(
-                host, "buffering", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db
-            )
+        is_url = source.lower().startswith(("http://", "https://"))
+        path = None if is_url else confine_path(host.context.config.media_dir, source)
+        shared_id = None
+        if shared and path is None:
+            shared_id = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        elif shared:
+            shared_id = str(path)
+        endpoint = cls(
+            host,
+            "buffering" if path is None else "playing",
+            start_ms=start_ms,
+            loop_count=loop_count,
+            gain_db=gain_db,
+            shared_playback_id=shared_id,
+        )
+        if path is None:
             endpoint._url = source
             endpoint._url_options = {
                 "headers": headers,
@@ -139,16 +160,33 @@ class FileEndpoint(Endpoint):
                 "ttl_s": cache_ttl_s,
             }
             return endpoint
-        path = confine_path(host.context.config.media_dir, source)
-        endpoint = cls(host, "playing", start_ms=start_ms, loop_count=loop_count, gain_db=gain_db)
-        endpoint._reader = endpoint._open(path)
+        endpoint._open(path)
         return endpoint
 
-    def _open(self, path: Path) -> AudioFileReader:
+    def _open(self, path: Path) -> None:
+        """Start decoding `path` (or join the shared decode of this source)."""
+        start_ms, loop_count = self.start_ms, self.loop_count
         try:
-            return AudioFileReader(path, FILE_SAMPLE_RATE, self.start_ms, self.gain_db)
+            if self.shared_playback_id is None:
+                self._player = FilePlayer(
+                    path, sample_rate=FILE_SAMPLE_RATE, start_ms=start_ms, loop_count=loop_count
+                )
+                return
+            self._player = self.host.context.shared_playback.join(
+                self.shared_playback_id,
+                path,
+                sample_rate=FILE_SAMPLE_RATE,
+                start_ms=start_ms,
+                loop_count=loop_count,
+            )
         except (MediaError, OSError, ValueError) as error:
             raise endpoint_error(f"Cannot play file: {error}") from None
+
+    def info(self) -> dict[str, Any]:
+        entry = super().info()
+        if self.shared_playback_id is not None:
+            entry["shared_playback_id"] = self.shared_playback_id
+        return entry
 
     @property
     def source_rate(self) -> int:
@@ -177,13 +215,12 @@ class FileEndpoint(Endpoint):
             lease.release()
             return
         try:
-            reader = self._open(lease.path)
+            self._open(lease.path)
         except Exception as error:
             lease.release()
             self._fail(getattr(error, "message", str(error)))
             return
         self._lease = lease
-        self._reader = reader
         self.host.set_state(self, "playing")
 
     def _fail(self, message: str) -> None:
@@ -200,10 +237,12 @@ class FileEndpoint(Endpoint):
     # -- control -------------------------------------------------------------------------------
 
     def seek(self, position_ms: int) -> None:
-        if self.state not in ("playing", "paused") or self._reader is None:
+        if self.shared_playback_id is not None:
+            raise endpoint_error("Cannot seek in a shared playback")
+        if self.state not in ("playing", "paused") or self._player is None:
             raise endpoint_error(f"Cannot seek in state {self.state.capitalize()}")
         try:
-            self._reader.seek(max(0, position_ms))
+            self._player.seek(position_ms)
         except (MediaError, ValueError) as error:
             raise endpoint_error(f"Seek failed: {error}") from None
 
@@ -224,22 +263,15 @@ class FileEndpoint(Endpoint):
     # -- clock ---------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        reader = self._reader
-        if self.state != "playing" or reader is None:
+        player = self._player
+        if self.state != "playing" or player is None:
             return
-        try:
-            frame = reader.read_frame()
-            if frame is None and self.loops_left != 0:
-                if self.loops_left is not None:
-                    self.loops_left -= 1
-                reader.seek(self.start_ms)
-                frame = reader.read_frame()
-        except MediaError as error:
-            self._finish("error", str(error))
-            return
+        frame = player.frame(now)
         if frame is None:
-            self._finish("completed", None)
+            self._finish("error" if player.error else "completed", player.error)
             return
+        if self.gain_db:
+            frame = gain(as_samples(frame), self.gain_db).tobytes()
         self.produce(frame, now)
 
     def _finish(self, reason: str, error: str | None) -> None:
@@ -255,9 +287,11 @@ class FileEndpoint(Endpoint):
         super().close()
         if self._download is not None and not self._download.done():
             self._download.cancel()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        player, self._player = self._player, None
+        if player is not None and self.shared_playback_id is not None:
+            self.host.context.shared_playback.leave(player)
+        elif player is not None:
+            player.close()
         if self._lease is not None:
             self._lease.release()
             self._lease = None

@@ -51,7 +51,7 @@ class SessionManager:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.shutting_down = False
-        self.metrics = EngineMetrics()
+        self.metrics = EngineMetrics(rtpbridge_names=config.metrics_compat)
         self.clock = MediaClock(housekeeping_interval_s=config.housekeeping_interval_s)
         self.metrics.clock_skipped_frames = lambda: self.clock.stats.skipped_frames
         self.metrics.live_counters = self._live_counters

@@ -3,6 +3,11 @@
 The hot path only does ``metrics.packets_routed_total += 1`` on a plain int attribute (tens of
 nanoseconds); a custom prometheus collector reads the ints at scrape time. The server exposes
 `EngineMetrics.registry` and may register its own metrics there (``events_dropped_total``).
+
+With `rtpbridge_names`, every metric rtpbridge exports also appears under its own name
+(``rtpbridge_sessions_total`` ...), read at scrape time from the ``callbridge_`` metric of the
+same name in the registry, so rtpbridge dashboards and alerts keep working; one callbridge does
+not count (yet) is exported as 0.
 """
 
 from __future__ import annotations
@@ -13,9 +18,23 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["EngineMetrics"]
+__all__ = ["RTPBRIDGE_COUNTERS", "RTPBRIDGE_GAUGES", "EngineMetrics"]
 
 _PREFIX = "callbridge_"
+_RTPBRIDGE_PREFIX = "rtpbridge_"
+
+RTPBRIDGE_COUNTERS: tuple[str, ...] = (
+    "sessions",
+    "endpoints",
+    "packets_routed",
+    "packets_recorded",
+    "srtp_errors",
+    "transcode_errors",
+    "dtmf_events",
+    "events_dropped",
+)
+"""rtpbridge's counters (``rtpbridge_<name>_total``)."""
+RTPBRIDGE_GAUGES: tuple[str, ...] = ("sessions_active", "endpoints_active", "recordings_active")
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
     ("sessions", "Media sessions created."),
@@ -36,7 +55,9 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
 class EngineMetrics:
     """Plain-int counters and gauges of one worker, plus the registry that exports them."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, rtpbridge_names: bool = False
+    ) -> None:
         self.sessions_total = 0
         self.endpoints_total = 0
         self.packets_routed_total = 0
@@ -54,6 +75,8 @@ class EngineMetrics:
         """Set by the manager: (malformed, unexpected-source) packets of live endpoints."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_EngineCollector(self))
+        if rtpbridge_names:
+            self.registry.register(_RtpbridgeNames(self.registry))
 
 
 class _EngineCollector(Collector):
@@ -85,3 +108,51 @@ class _EngineCollector(Collector):
             gauge = GaugeMetricFamily(_PREFIX + name, documentation)
             gauge.add_metric([], value)
             yield gauge
+
+
+class _RtpbridgeNames(Collector):
+    """rtpbridge's metrics, mirrored from the ``callbridge_`` ones of `registry` at scrape time.
+
+    It reads the registry it is registered in, so it ignores the nested call to itself (scrapes
+    run one at a time on the event loop's thread).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._collecting = False
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self._collecting:
+            return
+        self._collecting = True
+        try:
+            values = {
+                family.name.removeprefix(_PREFIX): _value(family)
+                for family in self._registry.collect()
+                if family.name.startswith(_PREFIX)
+            }
+        finally:
+            self._collecting = False
+        for name in RTPBRIDGE_COUNTERS:
+            counter = CounterMetricFamily(
+                _RTPBRIDGE_PREFIX + name, f"rtpbridge name of {_PREFIX}{name}_total."
+            )
+            counter.add_metric([], values.get(name, 0.0))
+            yield counter
+        for name in RTPBRIDGE_GAUGES:
+            gauge = GaugeMetricFamily(
+                _RTPBRIDGE_PREFIX + name, f"rtpbridge name of {_PREFIX}{name}."
+            )
+            gauge.add_metric([], values.get(name, 0.0))
+            yield gauge
+
+
+def _value(family: Metric) -> float:
+    """The unlabelled value of a counter (its ``_total`` sample) or gauge."""
+    for sample in family.samples:
+        if sample.name in (family.name, family.name + "_total") and not sample.labels:
+            return float(sample.value)
+    return 0.0

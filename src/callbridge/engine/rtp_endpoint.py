@@ -449,6 +449,10 @@ class RtpEndpoint(Endpoint):
         for digit in self._detector.poll(now):
             self._report_digit(digit.digit, digit.duration_ms)
 
+    def rehost(self, host: EndpointHost) -> None:
+        super().rehost(host)
+        self.metrics = host.metrics
+
     def stats(self) -> dict[str, object]:
         if self.transport is None:
             return {}

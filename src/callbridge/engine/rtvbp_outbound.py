@@ -114,12 +114,19 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
             self.finish("failed", describe_failure(error))
             return
         self.voice = voice
+        voice.variables = self.host.variables  # the leg may have moved while dialling
         self.rtvbp = voice.session
         assert voice.codec is not None
         self.start_media(voice.codec, voice.send_audio)
         self.host.set_state(self, "connected")
         outcome = await voice.wait_ended()
         self.finish(*(self.end or (outcome.kind, outcome.detail)))
+
+    def rehost(self, host: EndpointHost) -> None:
+        """The application's session.get/set follow the leg into its new session."""
+        super().rehost(host)
+        if self.voice is not None:
+            self.voice.variables = host.variables
 
     def _read_frame(self) -> bytes | None:
         voice = self.voice

@@ -23,13 +23,26 @@ from typing import Any, Final, Protocol
 from callbridge.engine.context import EngineContext
 from callbridge.engine.dtmf_crossing import DtmfCrossing
 from callbridge.engine.endpoint import Endpoint
-from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.errors import (
+    INVALID_PARAMS,
+    SESSION_GONE,
+    SESSION_NOT_FOUND,
+    EngineError,
+    endpoint_error,
+)
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.pipeline import FrameConsumer
 from callbridge.engine.plan import MediaPlan, build_plan
 from callbridge.engine.routing import build_routing
 
-__all__ = ["CRITICAL_EVENTS", "EndpointSlot", "EventSink", "MediaSession", "SessionObserver"]
+__all__ = [
+    "CRITICAL_EVENTS",
+    "EndpointSlot",
+    "EventSink",
+    "MediaSession",
+    "SessionObserver",
+    "find_target",
+]
 
 EventSink = Callable[[str, dict[str, Any], bool], None]
 """(event name, data, critical) -> None; never blocks, never raises."""
@@ -65,6 +78,25 @@ class SessionObserver(Protocol):
         """The session is being destroyed (`reason` as given to `teardown`)."""
 
 
+def find_target(
+    session: MediaSession,
+    target_session_id: str,
+    find_session: Callable[[str], MediaSession | None],
+    self_message: str,
+) -> MediaSession:
+    """The other live session a request of `session` names (a bridge, a transfer):
+    INVALID_PARAMS `self_message` when it is `session` itself, SESSION_NOT_FOUND when it is
+    missing or ended. The request counts as activity of `session`, which must be alive."""
+    session.touch()
+    session.check_alive()
+    if target_session_id == session.id:
+        raise EngineError(INVALID_PARAMS, self_message)
+    target = find_session(target_session_id)
+    if target is None or not target.alive:
+        raise EngineError(SESSION_NOT_FOUND, f"Session {target_session_id} not found")
+    return target
+
+
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -85,6 +117,13 @@ class EndpointSlot:
             raise RuntimeError("endpoint slot already used")
         self._done = True
         self._session._insert(endpoint)
+
+    def adopt(self, endpoint: Endpoint) -> None:
+        """Put a live endpoint from another session in (a transfer, after its `rehost`)."""
+        if self._done:
+            raise RuntimeError("endpoint slot already used")
+        self._done = True
+        self._session._insert(endpoint, moved=True)
 
     def release(self) -> None:
         """Give the place back unless an endpoint took it; idempotent."""
@@ -216,12 +255,15 @@ class MediaSession:
         finally:
             place.release()
 
-    def _insert(self, endpoint: Endpoint) -> None:
+    def _insert(self, endpoint: Endpoint, *, moved: bool = False) -> None:
         self._reserved -= 1
         self.endpoints[endpoint.id] = endpoint
         self._empty_since = None
-        self.metrics.endpoints_total += 1
-        self.metrics.endpoints_active += 1
+        if moved:
+            self.dtmf.take_over(endpoint)
+        else:
+            self.metrics.endpoints_total += 1
+            self.metrics.endpoints_active += 1
         self.rebuild_routing()
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
@@ -235,18 +277,31 @@ class MediaSession:
     def remove(self, endpoint: Endpoint, reason: str = "endpoint_removed") -> None:
         """Take an endpoint out and close it without any event of its own (failures, bridge
         partners); observers hear `reason` first, and its audio taps go with it."""
-        if endpoint.id not in self.endpoints:
+        if not self._take_out(endpoint, reason):
             return
+        endpoint.close()
+        self.metrics.endpoints_active -= 1
+        if self.alive:
+            self.rebuild_routing()
+
+    def detach(self, endpoint: Endpoint, reason: str) -> None:
+        """Take a live endpoint out *without* closing it, for another session to `adopt`
+        (a transfer): observers hear `reason`, its audio taps and queued digits stay here."""
+        if not self._take_out(endpoint, reason):
+            return
+        self.dtmf.hand_over(endpoint)
+        self.rebuild_routing()
+
+    def _take_out(self, endpoint: Endpoint, reason: str) -> bool:
+        if endpoint.id not in self.endpoints:
+            return False
         for observer in list(self.observers):
             observer.endpoint_leaving(endpoint, reason)
         del self.endpoints[endpoint.id]
         self._audio_taps.pop(endpoint.id, None)
-        endpoint.close()
-        self.metrics.endpoints_active -= 1
         if not self.endpoints:
             self._empty_since = time.monotonic()
-        if self.alive:
-            self.rebuild_routing()
+        return True
 
     def set_state(self, endpoint: Endpoint, new_state: str, *, event: bool = True) -> None:
         """Change an endpoint's state, emit `endpoint.state_changed`, rebuild routing."""

@@ -33,7 +33,9 @@ from callbridge.rtvbp.audio_channel import AudioSink
 from callbridge.rtvbp.auth import AuthContext, Authenticator, OriginPolicy
 from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.codecs import CodecChooser, first_l16
+from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.errors import SessionClosedError
+from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
 from callbridge.rtvbp.websocket import accept
@@ -310,13 +312,16 @@ class Application:
         """aiohttp handler for the RTVBP ingress path: authenticate, negotiate, run the call."""
         accepted = await accept(
             request,
-            supported_profiles=("rtvbp.v1",),
+            supported_profiles=SERVED_PROFILES,
             authenticator=self.authenticator,
             origins=self.origins,
             heartbeat_s=self.heartbeat_s,
             max_message_bytes=self.max_message_bytes,
         )
-        await self.run(accepted.transport, auth=accepted.auth, remote=accepted.remote)
+        if accepted.profile.token == DEMO_PROFILE:
+            await serve_demo(accepted.transport, request_timeout_s=self.request_timeout_s)
+        else:
+            await self.run(accepted.transport, auth=accepted.auth, remote=accepted.remote)
         return accepted.response
 
     async def run(

@@ -21,6 +21,7 @@ from callbridge.rtvbp.errors import NegotiationError
 __all__ = [
     "CREDENTIAL_PREFIX",
     "PROFILES",
+    "SERVED_PROFILES",
     "Negotiated",
     "Profile",
     "negotiate",
@@ -54,6 +55,10 @@ PROFILES: Final[tuple[Profile, ...]] = (
     ),
 )
 """Every registered profile, in the server's default preference order."""
+
+SERVED_PROFILES: Final = ("rtvbp.v1", "rtvbp.demo.v1")
+"""What callbridge's ingress paths accept, in preference order (``rtvbp.webrtc.v1`` is known
+but not served)."""
 
 _BY_TOKEN: Final = {profile.token: profile for profile in PROFILES}
 

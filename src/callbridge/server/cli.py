@@ -20,6 +20,7 @@ from callbridge.rtvbp.application import Application
 from callbridge.rtvbp.auth import generate_test_keypair, sign_test_token
 from callbridge.server.app import serve
 from callbridge.server.config import ConfigError, load_settings
+from callbridge.server.log_filter import parse_log_filter
 
 cli = typer.Typer(
     help="callbridge: a real-time voice bridge speaking RTVBP (babelforce) in both roles.",
@@ -63,10 +64,8 @@ def load_application(target: str) -> Application:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    """`level` is a level name or a filter string (validated with the settings)."""
+    parse_log_filter(level).apply("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 def _install_uvloop() -> None:
@@ -101,7 +100,11 @@ def serve_command(
         str | None, typer.Option("--rtvbp-path", help="HTTP path of the RTVBP ingress (/rtvbp).")
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="debug, info, warning or error, or a filter: 'info,callbridge.engine=debug'.",
+        ),
     ] = None,
     tls_cert: Annotated[
         Path | None,
@@ -174,6 +177,8 @@ def serve_command(
         typer.echo(f"callbridge: {error}", err=True)
         raise typer.Exit(2) from None
     _configure_logging(settings.log_level)
+    for warning in settings.capacity_warnings():
+        logging.getLogger("callbridge.server").warning("%s", warning)
     try:
         app = load_application(application)
     except AppLoadError as error:

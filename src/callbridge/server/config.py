@@ -8,6 +8,7 @@ follow rtpbridge's where a key exists there, so an rtpbridge TOML file mostly wo
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
 
 from callbridge.engine.config import EngineConfig
 from callbridge.rtvbp.auth import BABELFORCE_ISSUER, BABELFORCE_SUBJECT
+from callbridge.server.log_filter import parse_log_filter
 
 
 class ConfigError(Exception):
@@ -136,7 +138,41 @@ class ControlSettings(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
+RTPBRIDGE_RECORDING_DIR = Path("/var/lib/rtpbridge/recordings")
+DEFAULT_CACHE_DIR = Path("/tmp/callbridge-cache")
+
+
+def check_work_directory(value: Path, default: Path) -> Path:
+    """rtpbridge's rule for directories the server writes: writable if it exists, else its
+    parent must exist (unless it is the default, which is created when needed)."""
+    if value.exists():
+        if not value.is_dir() or not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"{value} is not a writable directory")
+    elif value != default and not value.parent.is_dir():
+        raise ValueError(f"the parent of {value} does not exist")
+    return value
+
+
+class RtpbridgeKeys(BaseModel):
+    """rtpbridge configuration keys that callbridge accepts, validates as rtpbridge does, and
+    does not use (yet), so an rtpbridge TOML file loads unchanged. A key callbridge comes to
+    use is defined again in `Settings`, which then takes precedence."""
+
+    recording_dir: Path = RTPBRIDGE_RECORDING_DIR
+    max_recordings_per_session: int = Field(100, gt=0)
+    recording_flush_timeout_secs: float = Field(10, gt=0)
+    recording_channel_size: int = Field(1000, gt=0)
+    max_recording_download_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    transcode_cache_size: int = Field(64, gt=0)
+    """rtpbridge's cache of transcoding pipelines; callbridge shares encoders instead."""
+
+    @field_validator("recording_dir")
+    @classmethod
+    def _recording_dir_usable(cls, value: Path) -> Path:
+        return check_work_directory(value, RTPBRIDGE_RECORDING_DIR)
+
+
+class Settings(BaseSettings, RtpbridgeKeys):
     """Every limit and timeout of the server, with safe defaults for one machine."""
 
     model_config = SettingsConfigDict(
@@ -145,7 +181,8 @@ class Settings(BaseSettings):
 
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:9100"])
     """host:port addresses of the one HTTP + WebSocket listener (a comma list is accepted)."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: str = "info"
+    """A level (debug, info, warning, error) or a filter: ``info,callbridge.engine=debug``."""
     rtvbp: RtvbpSettings = Field(default_factory=RtvbpSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     tls_cert_file: Path | None = None
@@ -161,7 +198,8 @@ class Settings(BaseSettings):
     shutdown_max_wait_secs: float = Field(300, gt=0)
     media_dir: Path | None = None
     """Directory that local file playback is confined to; unset disables local files."""
-    cache_dir: Path = Path("/tmp/callbridge-cache")
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_cleanup_interval_secs: float = Field(300, gt=0)
     max_concurrent_downloads: int = Field(16, gt=0)
     max_file_download_bytes: int = Field(100 * 1024 * 1024, gt=0)
     max_sessions: int = Field(10000, ge=0)
@@ -182,6 +220,21 @@ class Settings(BaseSettings):
     """Detector used when vad.start names none."""
     vad_silero_model: Path | None = None
     """The Silero ONNX model file; unset finds the one an installed package ships."""
+
+    # Metrics under rtpbridge's names.
+    metrics_compat: bool = False
+    """Also export every metric rtpbridge has under its ``rtpbridge_`` name (dashboards)."""
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_log_filter(cls, value: str) -> str:
+        parse_log_filter(value)
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir_usable(cls, value: Path) -> Path:
+        return check_work_directory(value, DEFAULT_CACHE_DIR)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -234,6 +287,22 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not an existing directory")
         return value
 
+    def capacity_warnings(self) -> list[str]:
+        """What rtpbridge warns about at start: no session limit, or fewer RTP port pairs than
+        sessions allowed (when either was configured: the defaults say nothing)."""
+        warnings = []
+        if self.max_sessions == 0:
+            warnings.append("max_sessions = 0: the number of media sessions is unlimited")
+        start, end = self.rtp_port_range
+        pairs = (end - start + 1) // 2
+        configured = {"rtp_port_range", "max_sessions"} & self.model_fields_set
+        if configured and 0 < pairs < self.max_sessions:
+            warnings.append(
+                f"rtp_port_range has {pairs} port pairs, fewer than max_sessions"
+                f" ({self.max_sessions}): RTP endpoints may run out of ports first"
+            )
+        return warnings
+
     def engine_config(self) -> EngineConfig:
         """The media engine's part of the settings (the engine does not know this module)."""
         return EngineConfig(
@@ -249,6 +318,8 @@ class Settings(BaseSettings):
             cache_dir=self.cache_dir,
             max_concurrent_downloads=self.max_concurrent_downloads,
             max_file_download_bytes=self.max_file_download_bytes,
+            cache_cleanup_interval_s=self.cache_cleanup_interval_secs,
+            metrics_compat=self.metrics_compat,
             rtvbp_connect_timeout_s=self.rtvbp.connect_timeout_secs,
             rtvbp_request_timeout_s=self.rtvbp.request_timeout_secs,
             rtvbp_close_timeout_s=self.rtvbp.close_timeout_secs,

@@ -18,6 +18,7 @@ from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
 from callbridge.server import control_srtp as srtp
 from callbridge.server import control_stats as stats
+from callbridge.server import control_transfer
 from callbridge.server import control_vad as vad
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
@@ -49,6 +50,7 @@ METHODS: Final[Mapping[str, Handler]] = {
     "endpoint.file.resume": endpoint.file_resume,
     "endpoint.dtmf.inject": endpoint.dtmf_inject,
     "endpoint.srtp_rekey": srtp.srtp_rekey,
+    "endpoint.transfer": control_transfer.transfer,
     "endpoint.create_rtvbp": rtvbp.create_rtvbp,
     "endpoint.rtvbp.request": rtvbp.rtvbp_request,
     "endpoint.rtvbp.notify": rtvbp.rtvbp_notify,
@@ -64,7 +66,6 @@ METHODS: Final[Mapping[str, Handler]] = {
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.ice_restart": ENDPOINT_ERROR,
-    "endpoint.transfer": ENDPOINT_ERROR,
     "recording.start": RECORDING_ERROR,
     "recording.stop": RECORDING_ERROR,
 }

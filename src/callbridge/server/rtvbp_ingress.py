@@ -8,7 +8,8 @@
 Before the upgrade: 400 for a malformed session id, 404 for an unknown or ended session, 503
 while shutting down or at `max_sessions`. Then exactly what the SDK path does: the Origin
 check, the configured authentication (401), subprotocol negotiation (400). The call itself is
-the engine's (`SessionManager.serve_rtvbp_call`).
+the engine's (`SessionManager.serve_rtvbp_call`). A peer that negotiates ``rtvbp.demo.v1``
+places no call: it gets the demo profile's echo service and nothing joins or parks a session.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from callbridge.rtvbp.auth import (
     OriginPolicy,
     StaticTokenAuthenticator,
 )
+from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
+from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.websocket import accept
 from callbridge.server.config import RtvbpSettings, Settings
 from callbridge.server.http_api import install_fallback, json_response
@@ -93,12 +96,15 @@ class RtvbpIngress:
         settings = self.settings
         accepted = await accept(
             request,
-            supported_profiles=("rtvbp.v1",),
+            supported_profiles=SERVED_PROFILES,
             authenticator=self.authenticator,
             origins=self.origins,
             heartbeat_s=settings.heartbeat_secs or None,
             max_message_bytes=settings.max_message_kb * 1024,
         )
+        if accepted.profile.token == DEMO_PROFILE:  # no call: nothing joins or parks a session
+            await serve_demo(accepted.transport, request_timeout_s=settings.request_timeout_secs)
+            return accepted.response
         await self.manager.serve_rtvbp_call(
             accepted.transport,
             session_id=session_id,
