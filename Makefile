@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cu
 # Debian packages that the test suite drives as real peers (installed only when missing).
 SYSTEM_PACKAGES ?=
 
-.PHONY: run test lint typecheck bench system-deps clean
+.PHONY: run test lint typecheck bench fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
+
+# 10^6 mutated inputs through every parser, then the wire fuzzer against a running server for
+# 60 s. CPU heavy; see docs/reliability.md.
+fuzz: $(STAMP)
+	nice -n 19 $(BIN)/python -m tests.fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
