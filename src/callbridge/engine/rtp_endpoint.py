@@ -15,7 +15,7 @@ path.
 from __future__ import annotations
 
 import uuid
-from typing import Final
+from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
@@ -389,6 +389,28 @@ class RtpEndpoint(Endpoint):
 
     def stats(self) -> dict[str, object]:
         return {} if self.transport is None else self.transport.stats()
+
+    def info(self) -> dict[str, Any]:
+        """The session.info entry, plus `inbound`: what arrived, what was lost, concealed or
+        dropped, and why (`dropped` counts datagrams that reached no destination)."""
+        info = super().info()
+        transport, jitter = self.transport, self._jitter
+        if transport is None:
+            return info
+        inbound = transport.stats()["inbound"]
+        info["inbound"] = {
+            "packets": inbound["packets"],
+            "packets_lost": inbound["packets_lost"],
+            "concealed": 0 if jitter is None else jitter.lost,
+            "dropped": {
+                "malformed": transport.malformed_packets,
+                "malformed_rtcp": transport.malformed_rtcp_packets,
+                "late": 0 if jitter is None else jitter.late,
+                "duplicate": 0 if jitter is None else jitter.duplicate,
+            },
+            "unexpected_source": transport.unexpected_source_packets,
+        }
+        return info
 
     def close(self) -> None:
         if self.closed:
