@@ -71,6 +71,7 @@ class RtpEndpoint(Endpoint):
         """The source whose packets this endpoint currently forwards by passthrough."""
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
+        self._empty_payloads = 0
 
     # -- creation and negotiation --------------------------------------------------------------
 
@@ -261,6 +262,9 @@ class RtpEndpoint(Endpoint):
                     pcm = decoder.conceal(chain.frame_samples)
                 elif packet.payload_type != spec.payload_type:
                     continue
+                elif not packet.payload:  # no audio for its slot: conceal like a lost packet
+                    self._empty_payloads += 1
+                    pcm = decoder.conceal(chain.frame_samples)
                 else:
                     pcm = decoder.decode(bytes(packet.payload))
             except MediaError:
@@ -401,7 +405,7 @@ class RtpEndpoint(Endpoint):
         info["inbound"] = {
             "packets": inbound["packets"],
             "packets_lost": inbound["packets_lost"],
-            "concealed": 0 if jitter is None else jitter.lost,
+            "concealed": self._empty_payloads + (0 if jitter is None else jitter.lost),
             "dropped": {
                 "malformed": transport.malformed_packets,
                 "malformed_rtcp": transport.malformed_rtcp_packets,
