@@ -7,6 +7,7 @@ nanoseconds); a custom prometheus collector reads the ints at scrape time. The s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -50,8 +51,17 @@ class EngineMetrics:
         """Set by the manager to read the clock's counter at scrape time."""
         self.live_counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
         """Set by the manager: (malformed, unexpected-source) packets of live endpoints."""
+        self.port_pairs_in_use: Callable[[], int] = lambda: 0
+        """Set by the manager: RTP/RTCP port pairs allocated now (a leak shows here)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_EngineCollector(self))
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop's thread
+        return 0
 
 
 class _EngineCollector(Collector):
@@ -78,6 +88,12 @@ class _EngineCollector(Collector):
         for name, documentation, value in (
             ("sessions_active", "Media sessions alive.", metrics.sessions_active),
             ("endpoints_active", "Endpoints alive.", metrics.endpoints_active),
+            (
+                "rtp_port_pairs_in_use",
+                "RTP/RTCP port pairs allocated.",
+                metrics.port_pairs_in_use(),
+            ),
+            ("tasks", "Asyncio tasks alive in the worker (a leak shows here).", _task_count()),
         ):
             gauge = GaugeMetricFamily(_PREFIX + name, documentation)
             gauge.add_metric([], value)
