@@ -49,6 +49,7 @@ bench: $(STAMP)
 # 60 s. CPU heavy; see docs/reliability.md.
 fuzz: $(STAMP)
 	nice -n 19 $(BIN)/python -m tests.fuzz $(ARGS)
+	cd benchmarks && nice -n 19 ../$(BIN)/python wire_fuzz.py --seconds 60
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
