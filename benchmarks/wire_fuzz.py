@@ -155,8 +155,10 @@ class Fuzzer:
             return
         async with http.ws_connect(f"{self.base_url}/", autoping=False) as websocket:
             self.counts["control connections"] += 1
+            sent = 0
             if self.rng.random() < 0.8:
                 await websocket.send_str('{"id":"c","method":"session.create"}')
+                sent += 1
             for index in range(self.rng.randrange(1, 30)):
                 if self.rng.random() < 0.5:
                     method, params = self.valid_call()
@@ -168,24 +170,33 @@ class Fuzzer:
                     await websocket.send_bytes(text.encode())
                 else:
                     await websocket.send_str(text)
-            await self.read_answers(websocket)
+                    sent += 1
+            await self.read_answers(websocket, sent)
             if self.rng.random() < 0.5:
                 await websocket.send_str('{"id":"d","method":"session.destroy"}')
-                await self.read_answers(websocket)
+                await self.read_answers(websocket, 1)
 
-    async def read_answers(self, websocket: aiohttp.ClientWebSocketResponse) -> None:
+    async def read_answers(self, websocket: aiohttp.ClientWebSocketResponse, expected: int) -> None:
+        """Until `expected` responses (events do not count) or 0.5 s."""
         deadline = time.monotonic() + 0.5
-        while (left := deadline - time.monotonic()) > 0:
+        while expected > 0 and (left := deadline - time.monotonic()) > 0:
             try:
                 message = await websocket.receive(timeout=left)
             except TimeoutError:
                 return
             if message.type != aiohttp.WSMsgType.TEXT:
                 return
-            sdp = json.loads(message.data).get("result", {})
-            sdp = sdp.get("sdp") if isinstance(sdp, dict) else None
+            frame = json.loads(message.data)
+            expected -= "event" not in frame
+            result = frame.get("result")
+            sdp = (
+                result.get("sdp_answer") or result.get("sdp_offer")
+                if isinstance(result, dict)
+                else None
+            )
             port = answer_port(sdp) if isinstance(sdp, str) else None
             if port:
+                self.counts["rtp ports learned"] += 1
                 self.rtp_ports = [*self.rtp_ports[-200:], port]
 
     def masked_frame(self, opcode: int, payload: bytes) -> bytes:
