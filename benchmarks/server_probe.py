@@ -1,5 +1,5 @@
-"""What a running `callbridge serve` holds, seen from outside: memory, fds and UDP sockets from
-/proc (Linux), tasks, sessions, endpoints and port pairs from its /metrics.
+"""Start a `callbridge serve` and see what it holds from outside: memory, fds and UDP sockets
+from /proc (Linux), tasks, sessions, endpoints and port pairs from its /metrics.
 
 Used by wire_fuzz.py and soak.py to tell a leak from a working set.
 """
@@ -7,9 +7,39 @@ Used by wire_fuzz.py and soak.py to tell a leak from a working set.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
+from typing import IO, Any
 
 import aiohttp
+
+from callbridge_relay import SERVER_ENVIRONMENT, _wait_for_port
+
+
+def start_serve(
+    environment: dict[str, str], log: IO[Any] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`callbridge serve` (the demo application) on a free loopback port; stop it with
+    `callbridge_relay.stop_process`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callbridge", "serve", "--listen", f"127.0.0.1:{port}"],
+        env={**os.environ, **SERVER_ENVIRONMENT, **environment},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=None if log is None else subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port, process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, port
 
 
 @dataclass(frozen=True)

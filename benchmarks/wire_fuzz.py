@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import socket
 import struct
@@ -39,14 +38,8 @@ from typing import Any
 
 import aiohttp
 
-from callbridge_relay import (
-    SERVER_ENVIRONMENT,
-    ControlConnection,
-    ControlError,
-    _wait_for_port,
-    stop_process,
-)
-from server_probe import Sample, ServerProbe
+from callbridge_relay import ControlConnection, ControlError, stop_process
+from server_probe import Sample, ServerProbe, start_serve
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -344,24 +337,15 @@ async def settle(probe: ServerProbe, baseline: Sample, within_s: float = 15) -> 
 
 
 def start(media_dir: Path, log: Any) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    environment = {
-        "CALLBRIDGE_RTP_PORT_RANGE": json.dumps(list(PORT_RANGE)),
-        "CALLBRIDGE_MEDIA_DIR": str(media_dir),
-        "CALLBRIDGE_CACHE_DIR": str(media_dir / "cache"),
-        "CALLBRIDGE_MEDIA_TIMEOUT_SECS": "300",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "callbridge", "serve", "--listen", f"127.0.0.1:{port}"],
-        env={**os.environ, **SERVER_ENVIRONMENT, **environment},
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return start_serve(
+        {
+            "CALLBRIDGE_RTP_PORT_RANGE": json.dumps(list(PORT_RANGE)),
+            "CALLBRIDGE_MEDIA_DIR": str(media_dir),
+            "CALLBRIDGE_CACHE_DIR": str(media_dir / "cache"),
+            "CALLBRIDGE_MEDIA_TIMEOUT_SECS": "300",
+        },
+        log,
     )
-    _wait_for_port(port, process)
-    return process, port
 
 
 async def run(process: subprocess.Popen[bytes], port: int, seconds: float, seed: int) -> bool:
