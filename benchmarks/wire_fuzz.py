@@ -48,19 +48,10 @@ from tests.fuzz.mutator import draw_seeds, mutate  # noqa: E402
 from tests.fuzz.targets import TARGETS  # noqa: E402
 
 PORT_RANGE = (47000, 47999)
-INITIALIZE = json.dumps(
-    {
-        "version": "1",
-        "id": "init-1",
-        "method": "session.initialize",
-        "params": {
-            "application": {"id": "fuzz"},
-            "call": {"id": "c", "session_id": "s", "from": "+1", "to": "+2"},
-            "audio_codec_offerings": [
-                {"id": "L16/8000/1", "name": "L16", "sample_rate": 8000, "bit_depth": 16}
-            ],
-        },
-    }
+INITIALIZE = (
+    '{"version":"1","id":"init-1","method":"session.initialize","params":{"application":'
+    '{"id":"fuzz"},"call":{"id":"c","session_id":"s","from":"+1","to":"+2"},'
+    '"audio_codec_offerings":[{"id":"L16/8000/1","name":"L16","sample_rate":8000,"bit_depth":16}]}}'
 )
 MALFORMED_HTTP = (
     b"GET /health HTTP/1.1\r\n\r\n",
