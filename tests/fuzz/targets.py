@@ -328,26 +328,38 @@ def _control(data: bytes) -> None:
 
 
 PAYLOAD_TYPES: list[type[Any]] = []
+_operation_names: set[str] = set()
 for _catalog in (babelforce_v1.CATALOG, demo_v1.CATALOG):
     for _operation in _catalog.operations.values():
         PAYLOAD_TYPES += [_operation.params_type, _operation.result_type]
     PAYLOAD_TYPES += [event.data_type for event in _catalog.events.values()]
+    _operation_names.update(_catalog.operations, _catalog.events)
 _payload_keys = st.sampled_from(_field_names(PAYLOAD_TYPES)) | st.text(max_size=8)
 _payload_json = (
     st.dictionaries(_payload_keys, json_values(_payload_keys), max_size=8) | json_values()
 )
 
-_envelope_keys = ["version", "id", "event", "method", "response", "params", "result", "data"]
-_envelopes = st.fixed_dictionaries(
-    {"version": st.sampled_from(["1", "1", 1, "2"])},
-    optional={
-        **{key: st.text(max_size=6) | _scalars for key in _envelope_keys[1:5]},
-        **{key: _payload_json for key in _envelope_keys[5:]},
-        "error": st.fixed_dictionaries(
-            {}, optional={"code": _scalars, "message": _scalars, "any": json_values()}
-        )
-        | _scalars,
-    },
+_names = st.sampled_from(sorted(_operation_names)) | st.text(min_size=1, max_size=8)
+_ids = st.text(min_size=1, max_size=8) | _scalars
+_error_bodies = st.fixed_dictionaries(
+    {"code": st.integers(-3, 600) | _scalars, "message": st.text(max_size=8) | _scalars},
+    optional={"any": json_values()},
+)
+_envelopes = st.one_of(
+    st.fixed_dictionaries(
+        {"version": st.just("1"), "id": _ids, "method": _names}, optional={"params": _payload_json}
+    ),
+    st.fixed_dictionaries(
+        {"version": st.just("1"), "id": _ids, "event": _names}, optional={"data": _payload_json}
+    ),
+    st.fixed_dictionaries(
+        {"version": st.just("1"), "response": _ids},
+        optional={"result": _payload_json, "error": _error_bodies | _scalars},
+    ),
+    st.dictionaries(
+        st.sampled_from(["version", "id", "event", "method", "response", "params", "error"]),
+        _scalars,
+    ),
 )
 rtvbp_frames = st.one_of(
     _envelopes.map(_json_text)
