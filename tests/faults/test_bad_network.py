@@ -22,7 +22,7 @@ import pytest
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
-from callbridge.media.codecs import G722, PCMU, CodecSpec, create_decoder, create_encoder
+from callbridge.media.codecs import G722, OPUS, PCMU, CodecSpec, create_decoder, create_encoder
 from callbridge.media.pcm import as_samples
 from callbridge.media.rtp import RtpPacket, is_rtcp, parse_rtp
 from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, free_port_range, sine_pcm
@@ -104,12 +104,18 @@ def longest_silence_s(samples: np.ndarray[Any, Any], rate: int) -> float:
     return longest / 100
 
 
-async def send_tone(peer: RtpPeer, frequency: float, packets: int) -> None:
-    encoder = create_encoder(PCMU)
+async def send_tone(peer: RtpPeer, frequency: float, packets: int, spec: CodecSpec = PCMU) -> None:
+    encoder = create_encoder(spec)
+    samples = spec.sample_rate // 50
+    payloads = [
+        encoder.encode(sine_pcm(frequency, spec.sample_rate, samples, index * samples))
+        for index in range(packets)
+    ]
+    samples_per_packet = spec.clock_rate // 50
     loop = asyncio.get_running_loop()
     start = loop.time()
-    for index in range(packets):
-        peer.send(encoder.encode(sine_pcm(frequency, 8000, 160, index * 160)))
+    for index, payload in enumerate(payloads):
+        peer.send(payload, spec.payload_type, samples=samples_per_packet)
         await asyncio.sleep(max(0.0, start + (index + 1) * 0.02 - loop.time()))
 
 
@@ -125,18 +131,21 @@ class Outcome:
     window: tuple[float, float]
 
 
-async def run_fault(engine: SessionManager, name: str, fault: Fault) -> Outcome:
+async def run_fault(
+    engine: SessionManager, name: str, fault: Fault, spec: CodecSpec = PCMU
+) -> Outcome:
     sessions = {path: engine.create_session(EventLog()) for path in ("pass", "trans", "mix")}
     sender = await RtpPeer.open()
     sources, ports = {}, []
     for path, session in sessions.items():
-        sources[path], answer = await create_from_offer(session, sender.offer("pcmu"), "sendrecv")
+        offer = sender.offer(spec.name.lower())
+        sources[path], answer = await create_from_offer(session, offer, "sendrecv")
         sender.use(answer)
         assert sender.target is not None
         ports.append(sender.target)
     link = await FaultProxy.open(ports, fault)
     sender.target = ("127.0.0.1", link.port)
-    _, passthrough = await Listener.join(sessions["pass"], PCMU)
+    _, passthrough = await Listener.join(sessions["pass"], spec)
     _, transcoded = await Listener.join(sessions["trans"], G722)
     clean_party = await RtpPeer.open()
     _, answer = await create_from_offer(sessions["mix"], clean_party.offer("pcmu"), "sendrecv")
@@ -144,7 +153,9 @@ async def run_fault(engine: SessionManager, name: str, fault: Fault) -> Outcome:
     _, mixed = await Listener.join(sessions["mix"], PCMU)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await asyncio.gather(send_tone(sender, 440, PACKETS), send_tone(clean_party, 1000, PACKETS))
+    await asyncio.gather(
+        send_tone(sender, 440, PACKETS, spec), send_tone(clean_party, 1000, PACKETS)
+    )
     ended = loop.time()
     await asyncio.sleep(0.4)
     infos = {}
@@ -210,6 +221,13 @@ FAULTS: dict[str, tuple[Fault, Check]] = {
     "garbage": (proxy.garbage(10), malformed),
 }
 
+OPUS_FAULTS = ("loss 8 %", "burst loss", "duplicates", "empty payloads")
+"""Also run with an Opus sender: the decoded path conceals with Opus's own PLC."""
+SCENARIOS = {
+    **{name: (PCMU, *entry) for name, entry in FAULTS.items()},
+    **{f"opus {name}": (OPUS, *FAULTS[name]) for name in OPUS_FAULTS},
+}
+
 
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, Outcome]:
@@ -218,7 +236,10 @@ def outcomes() -> dict[str, Outcome]:
         await engine.start()
         try:
             results = await asyncio.gather(
-                *(run_fault(engine, name, fault) for name, (fault, _) in FAULTS.items())
+                *(
+                    run_fault(engine, name, fault, spec)
+                    for name, (spec, fault, _) in SCENARIOS.items()
+                )
             )
         finally:
             await engine.shutdown(0)
@@ -228,7 +249,7 @@ def outcomes() -> dict[str, Outcome]:
         return asyncio.run(run_all(Path(directory)))
 
 
-@pytest.mark.parametrize("name", FAULTS)
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_decoded_paths_keep_the_tone(outcomes: dict[str, Outcome], name: str) -> None:
     outcome = outcomes[name]
     since, until = outcome.window
@@ -241,7 +262,7 @@ def test_decoded_paths_keep_the_tone(outcomes: dict[str, Outcome], name: str) ->
     assert len(outcome.transcoded.heard) >= PACKETS - 3  # a frame for every slot, or concealed
 
 
-@pytest.mark.parametrize("name", FAULTS)
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_passthrough_forwards_what_arrives(outcomes: dict[str, Outcome], name: str) -> None:
     outcome = outcomes[name]
     delivered = audio_packets(outcome.proxy.delivered)
@@ -250,9 +271,9 @@ def test_passthrough_forwards_what_arrives(outcomes: dict[str, Outcome], name: s
     assert set(forwarded) <= set(delivered)
 
 
-@pytest.mark.parametrize("name", FAULTS)
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_session_info_counts_what_was_dropped(outcomes: dict[str, Outcome], name: str) -> None:
-    _, check = FAULTS[name]
+    _, _, check = SCENARIOS[name]
     outcome = outcomes[name]
     assert outcome.sources["trans"]["packets"] > 0.8 * PACKETS
     check(outcome)
