@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cu
 # Debian packages that the test suite drives as real peers (installed only when missing).
 SYSTEM_PACKAGES ?= ffmpeg espeak-ng
 
-.PHONY: run test lint typecheck bench system-deps clean
+.PHONY: run test lint typecheck bench fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(STAMP)
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
+
+# 10^6 mutated inputs through every parser, then the wire fuzzer against a running server for
+# 60 s. CPU heavy; see docs/reliability.md.
+fuzz: $(STAMP)
+	nice -n 19 $(BIN)/python -m tests.fuzz $(ARGS)
+	cd benchmarks && nice -n 19 ../$(BIN)/python wire_fuzz.py --seconds 60
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

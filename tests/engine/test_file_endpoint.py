@@ -118,6 +118,7 @@ async def test_local_files_are_confined_to_media_dir(
         ("missing.wav", "File not found"),
         ("ftp://example.com/a.wav", "File not found"),
         ("corrupt.wav", "Cannot play file"),
+        ("a\u0000b", "Invalid file path"),
     ):
         with pytest.raises(EngineError) as error:
             await create_with_file(session, source)

@@ -29,11 +29,13 @@ async def test_counters_and_gauges_follow_sessions(tmp_path: Path) -> None:
             "callbridge_packets_routed_total 0.0",
             "callbridge_dtmf_events_total 0.0",
             "callbridge_transcode_errors_total 0.0",
+            "callbridge_rtp_port_pairs_in_use 1.0",
         ):
             assert line in text
         await session.destroy()
         text = generate_latest(engine.metrics.registry).decode()
         assert "callbridge_sessions_active 0.0" in text
         assert "callbridge_endpoints_active 0.0" in text
+        assert "callbridge_tasks " in text
     finally:
         await engine.shutdown(0)

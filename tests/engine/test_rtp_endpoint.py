@@ -76,6 +76,12 @@ async def test_answer_lists_supported_codecs_and_telephone_event(manager: Sessio
     description = parse_sdp(answer)
     assert [codec.name for codec in description.codecs] == ["G722", "PCMU", "telephone-event"]
     info = session.info()["endpoints"][0]
+    assert info.pop("inbound")["dropped"] == {
+        "malformed": 0,
+        "malformed_rtcp": 0,
+        "late": 0,
+        "duplicate": 0,
+    }
     assert info == {
         "endpoint_id": endpoint_id,
         "endpoint_type": "rtp",

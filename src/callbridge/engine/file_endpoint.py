@@ -49,7 +49,7 @@ def confine_path(media_dir: Path | None, source: str) -> Path:
         candidate = root / candidate
     try:
         resolved = candidate.resolve()
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ValueError) as error:  # ValueError: an embedded null byte
         raise endpoint_error(f"Invalid file path: {error}") from None
     if not resolved.is_relative_to(root):
         raise endpoint_error("File path is outside media_dir")

@@ -56,6 +56,7 @@ class SessionManager:
         self.metrics.clock_skipped_frames = lambda: self.clock.stats.skipped_frames
         self.metrics.live_counters = self._live_counters
         self.ports = PortAllocator(*config.rtp_port_range)
+        self.metrics.port_pairs_in_use = lambda: self.ports.in_use
         self.downloads = DownloadCache(
             config.cache_dir,
             max_concurrent=config.max_concurrent_downloads,

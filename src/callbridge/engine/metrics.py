@@ -12,6 +12,7 @@ not count (yet) is exported as 0.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -73,10 +74,19 @@ class EngineMetrics:
         """Set by the manager to read the clock's counter at scrape time."""
         self.live_counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
         """Set by the manager: (malformed, unexpected-source) packets of live endpoints."""
+        self.port_pairs_in_use: Callable[[], int] = lambda: 0
+        """Set by the manager: RTP/RTCP port pairs allocated now (a leak shows here)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_EngineCollector(self))
         if rtpbridge_names:
             self.registry.register(_RtpbridgeNames(self.registry))
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop's thread
+        return 0
 
 
 class _EngineCollector(Collector):
@@ -104,6 +114,12 @@ class _EngineCollector(Collector):
         for name, documentation, value in (
             ("sessions_active", "Media sessions alive.", metrics.sessions_active),
             ("endpoints_active", "Endpoints alive.", metrics.endpoints_active),
+            (
+                "rtp_port_pairs_in_use",
+                "RTP/RTCP port pairs allocated.",
+                metrics.port_pairs_in_use(),
+            ),
+            ("tasks", "Asyncio tasks alive in the worker (a leak shows here).", _task_count()),
         ):
             gauge = GaugeMetricFamily(_PREFIX + name, documentation)
             gauge.add_metric([], value)

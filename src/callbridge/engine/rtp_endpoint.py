@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Final
+from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
@@ -85,6 +85,7 @@ class RtpEndpoint(Endpoint):
         self.sdes: SdesKeys | None = None
         """The SRTP keys while SRTP is active."""
         self._sdp_version = 1
+        self._empty_payloads = 0
 
     # -- creation and negotiation --------------------------------------------------------------
 
@@ -322,6 +323,9 @@ class RtpEndpoint(Endpoint):
                     pcm = decoder.conceal(self._packet_samples or chain.frame_samples)
                 elif packet.payload_type != spec.payload_type:
                     continue
+                elif not packet.payload:  # no audio for its slot: conceal like a lost packet
+                    self._empty_payloads += 1
+                    pcm = decoder.conceal(self._packet_samples or chain.frame_samples)
                 else:
                     pcm = decoder.decode(bytes(packet.payload))
                     self._packet_samples = len(pcm) // SAMPLE_BYTES
@@ -460,6 +464,28 @@ class RtpEndpoint(Endpoint):
         if self.sdes is not None:
             stats["srtp"] = {"suite": self.sdes.srtp.send_key.suite, **self.sdes.srtp.counters()}
         return stats
+
+    def info(self) -> dict[str, Any]:
+        """The session.info entry, plus `inbound`: what arrived, what was lost, concealed or
+        dropped, and why (`dropped` counts datagrams that reached no destination)."""
+        info = super().info()
+        transport, jitter = self.transport, self._jitter
+        if transport is None:
+            return info
+        inbound = transport.stats()["inbound"]
+        info["inbound"] = {
+            "packets": inbound["packets"],
+            "packets_lost": inbound["packets_lost"],
+            "concealed": self._empty_payloads + (0 if jitter is None else jitter.lost),
+            "dropped": {
+                "malformed": transport.malformed_packets,
+                "malformed_rtcp": transport.malformed_rtcp_packets,
+                "late": 0 if jitter is None else jitter.late,
+                "duplicate": 0 if jitter is None else jitter.duplicate,
+            },
+            "unexpected_source": transport.unexpected_source_packets,
+        }
+        return info
 
     def close(self) -> None:
         if self.closed:
