@@ -29,6 +29,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
         "RTP packets from another address than the peer's after the learning window.",
     ),
     ("clock_skipped_frames", "Media clock frames skipped after a stall."),
+    ("packets_recorded", "Inbound packets and frames taken by active recordings."),
 )
 
 
@@ -46,6 +47,8 @@ class EngineMetrics:
         self.packets_unexpected_source_total = 0
         self.sessions_active = 0
         self.endpoints_active = 0
+        self.packets_recorded_total = 0
+        self.recordings_active = 0
         self.clock_skipped_frames: Callable[[], int] = lambda: 0
         """Set by the manager to read the clock's counter at scrape time."""
         self.live_counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
@@ -70,6 +73,7 @@ class _EngineCollector(Collector):
             "packets_malformed": metrics.packets_malformed_total + malformed,
             "packets_unexpected_source": metrics.packets_unexpected_source_total + unexpected,
             "clock_skipped_frames": metrics.clock_skipped_frames(),
+            "packets_recorded": metrics.packets_recorded_total,
         }
         for name, documentation in _COUNTERS:
             counter = CounterMetricFamily(_PREFIX + name, documentation)
@@ -78,6 +82,7 @@ class _EngineCollector(Collector):
         for name, documentation, value in (
             ("sessions_active", "Media sessions alive.", metrics.sessions_active),
             ("endpoints_active", "Endpoints alive.", metrics.endpoints_active),
+            ("recordings_active", "Recordings in progress.", metrics.recordings_active),
         ):
             gauge = GaugeMetricFamily(_PREFIX + name, documentation)
             gauge.add_metric([], value)

@@ -15,6 +15,7 @@ path.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
@@ -71,6 +72,8 @@ class RtpEndpoint(Endpoint):
         """The source whose packets this endpoint currently forwards by passthrough."""
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
+        self.packet_tap: Callable[[RtpPacket, float], None] | None = None
+        """Sees every inbound RTP packet first while a recording captures this leg."""
 
     # -- creation and negotiation --------------------------------------------------------------
 
@@ -228,6 +231,8 @@ class RtpEndpoint(Endpoint):
     def _on_packet(self, packet: RtpPacket, arrival: float) -> None:
         """Hot path: one valid inbound RTP packet."""
         self.last_inbound = arrival
+        if self.packet_tap is not None:
+            self.packet_tap(packet, arrival)
         payload_type = packet.payload_type
         if payload_type in self._event_types:
             self._on_event(packet, arrival)

@@ -125,6 +125,8 @@ class MediaSession:
         self.variables: dict[str, Any] = {}
         """Session variables: RTVBP applications read and write them (session.get/set)."""
         self.observers: list[SessionObserver] = []
+        self.recordings: list[dict[str, Any]] = []
+        """The session.info entries of the active recordings (kept by the recorder)."""
         self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
         context.clock.add(self._on_tick)
 
@@ -184,7 +186,7 @@ class MediaSession:
             "state": self.state,
             "created_at": _rfc3339(self.created_at),
             "endpoints": [endpoint.info() for endpoint in self.endpoints.values()],
-            "recordings": [],
+            "recordings": list(self.recordings),
             "vad_active": [],
         }
 

@@ -8,6 +8,7 @@ follow rtpbridge's where a key exists there, so an rtpbridge TOML file mostly wo
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from pydantic_settings import (
 
 from callbridge.engine.config import EngineConfig
 from callbridge.rtvbp.auth import BABELFORCE_ISSUER, BABELFORCE_SUBJECT
+
+DEFAULT_RECORDING_DIR = EngineConfig.recording_dir
 
 
 class ConfigError(Exception):
@@ -178,6 +181,26 @@ class Settings(BaseSettings):
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
 
+    # Recording (rtpbridge key names).
+    recording_dir: Path = DEFAULT_RECORDING_DIR
+    """Every recording lies inside it; created at the first recording if missing."""
+    max_recordings_per_session: int = Field(100, gt=0)
+    recording_flush_timeout_secs: float = Field(10, gt=0)
+    recording_channel_size: int = Field(1000, gt=0)
+    """Packets (pcap) or 20 ms frames (WAV) a recording may have waiting for the disk."""
+    max_recording_download_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    """Largest file `GET /recordings/{path}` serves (413 above)."""
+
+    @field_validator("recording_dir")
+    @classmethod
+    def _recording_dir_usable(cls, value: Path) -> Path:
+        if value.exists():
+            if not value.is_dir() or not os.access(value, os.W_OK | os.X_OK):
+                raise ValueError(f"{value} is not a writable directory")
+        elif value != DEFAULT_RECORDING_DIR and not value.parent.is_dir():
+            raise ValueError(f"the parent of {value} does not exist")
+        return value
+
     @field_validator("listen", mode="before")
     @classmethod
     def _split_listen(cls, value: Any) -> Any:
@@ -250,6 +273,10 @@ class Settings(BaseSettings):
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
             opus_complexity=self.opus_complexity,
+            recording_dir=self.recording_dir,
+            max_recordings_per_session=self.max_recordings_per_session,
+            recording_flush_timeout_s=self.recording_flush_timeout_secs,
+            recording_channel_size=self.recording_channel_size,
         )
 
     @classmethod

@@ -14,12 +14,12 @@ import msgspec
 
 from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
+from callbridge.server import control_recording as recording
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
-    RECORDING_ERROR,
     STATS_ERROR,
     UNKNOWN_METHOD,
     VAD_ERROR,
@@ -54,14 +54,14 @@ METHODS: Final[Mapping[str, Handler]] = {
     "session.variables.set": rtvbp.variables_set,
     "calls.subscribe": rtvbp.calls_subscribe,
     "calls.unsubscribe": rtvbp.calls_unsubscribe,
+    "recording.start": recording.recording_start,
+    "recording.stop": recording.recording_stop,
 }
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.ice_restart": ENDPOINT_ERROR,
     "endpoint.srtp_rekey": ENDPOINT_ERROR,
     "endpoint.transfer": ENDPOINT_ERROR,
-    "recording.start": RECORDING_ERROR,
-    "recording.stop": RECORDING_ERROR,
     "vad.start": VAD_ERROR,
     "vad.stop": VAD_ERROR,
     "stats.subscribe": STATS_ERROR,
