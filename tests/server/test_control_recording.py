@@ -167,13 +167,13 @@ async def _call(websocket: aiohttp.ClientWebSocketResponse, method: str, params:
             return message["result"]
 
 
-@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
-async def test_kill_9_leaves_readable_files(tmp_path: Path, recording_dir: Path) -> None:
+async def _serve_and_record(tmp_path: Path, recording_dir: Path, ending: signal.Signals) -> None:
+    """A real `callbridge serve` recording one RTP leg to pcap and WAV for 2.5 s, then `ending`."""
     port = free_port()
     config = tmp_path / "callbridge.toml"
     config.write_text(
         f'recording_dir = "{recording_dir}"\nrtp_port_range = [43000, 43099]\n'
-        f'cache_dir = "{tmp_path / "cache"}"\n'
+        f'cache_dir = "{tmp_path / "cache"}"\nshutdown_max_wait_secs = 1\n'
     )
     server = await asyncio.create_subprocess_exec(
         *CALLBRIDGE,
@@ -205,25 +205,39 @@ async def test_kill_9_leaves_readable_files(tmp_path: Path, recording_dir: Path)
             {"sdp": peer.offer("pcmu"), "direction": "sendrecv"},
         )
         peer.use(answer["sdp_answer"])
-        await _call(websocket, "recording.start", {"file_path": f"{recording_dir}/kill.pcap"})
+        await _call(websocket, "recording.start", {"file_path": f"{recording_dir}/call.pcap"})
         await _call(
             websocket,
             "recording.start",
-            {"file_path": f"{recording_dir}/kill.wav", "format": "wav", "sample_rate": 8000},
+            {"file_path": f"{recording_dir}/call.wav", "format": "wav", "sample_rate": 8000},
         )
         for _ in range(125):  # 2.5 s: at least two flushes
             peer.send(bytes([0xFF]) * 160)
             await asyncio.sleep(0.02)
-        server.send_signal(signal.SIGKILL)
-        await server.wait()
+        server.send_signal(ending)
+        async with asyncio.timeout(20):
+            await server.wait()
     finally:
         if server.returncode is None:
             server.kill()
             await server.wait()
         if http is not None:
             await http.close()
-    rate, samples = read_wav(recording_dir / "kill.wav")
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+@pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_killed_or_drained_server_leaves_readable_files(
+    tmp_path: Path, recording_dir: Path, ending: signal.Signals
+) -> None:
+    await _serve_and_record(tmp_path, recording_dir, ending)
+    rate, samples = read_wav(recording_dir / "call.wav")
     assert rate == 8000 and len(samples) >= 8000  # at least a second survived
-    packets = tshark_rtp(recording_dir / "kill.pcap")
+    packets = tshark_rtp(recording_dir / "call.pcap")
     assert len(packets) >= 50
-    assert len(read_pcap(recording_dir / "kill.pcap")) == len(packets)
+    assert len(read_pcap(recording_dir / "call.pcap")) == len(packets)
+    if ending is signal.SIGTERM:  # drained: everything is in, the header covers all of it
+        assert len(packets) == 125
+        data = (recording_dir / "call.wav").read_bytes()
+        assert int.from_bytes(data[40:44], "little") == len(data) - 44
+        assert len(samples) >= 2 * 8000
