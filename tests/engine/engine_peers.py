@@ -33,6 +33,7 @@ def engine_config(tmp_path: Path, **overrides: Any) -> EngineConfig:
     values: dict[str, Any] = {
         "rtp_port_range": free_port_range(),
         "cache_dir": tmp_path / "cache",
+        "recording_dir": tmp_path / "recordings",
         "housekeeping_interval_s": 0.04,
         "disconnect_timeout_s": 0.2,
     }
