@@ -9,7 +9,8 @@ process leaves every file readable up to its last flush. The per-recording bound
 writer: `RecordingFile.queued` (loop thread) and `RecordingFile.written` (writer thread).
 
 The thread is not a daemon: a normal interpreter exit waits until every closed file is
-complete. It ends on its own once no file is open and nothing is queued.
+complete. It ends as soon as no file is open and nothing is queued (the next recording starts
+a new one).
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ __all__ = [
 
 FLUSH_INTERVAL_S: Final = 1.0
 """Longest time written audio stays in the writer's buffers (what a `kill -9` can lose)."""
-_IDLE_EXIT_S: Final = 5.0
-"""The thread ends after this long with no open file."""
 
 PcapItem = tuple[float, bytes, bytes, bool, bool]
 """(unix time s, leg address, datagram, is RTCP, sent towards the leg)."""
@@ -164,31 +163,24 @@ class RecordingWriter:
     def _run(self) -> None:
         dirty: set[RecordingFile] = set()
         next_flush = time.monotonic() + self.flush_interval_s
-        idle_since = time.monotonic()
         while True:
-            timeout = max(0.0, next_flush - time.monotonic()) if dirty else _IDLE_EXIT_S
+            timeout = max(0.0, next_flush - time.monotonic()) if dirty else None
             try:
                 file, items, done = self._queue.get(timeout=timeout)
             except queue.Empty:
-                if dirty:
-                    self._flush(dirty)
-                    next_flush = time.monotonic() + self.flush_interval_s
-                    continue
-                with self._lock:
-                    if self._open == 0 and self._queue.empty():
-                        if time.monotonic() - idle_since >= _IDLE_EXIT_S:
-                            self._thread = None
-                            return
+                self._flush(dirty)
+                next_flush = time.monotonic() + self.flush_interval_s
                 continue
             if items is None:
                 dirty.discard(file)
                 self._finish(file)
-                with self._lock:
-                    self._open -= 1
-                    if self._open == 0:
-                        idle_since = time.monotonic()
                 if done is not None:
                     done()
+                with self._lock:
+                    self._open -= 1
+                    if self._open == 0 and self._queue.empty():
+                        self._thread = None
+                        return
             else:
                 if file.error is None:
                     try:
