@@ -17,12 +17,10 @@ import pytest
 
 from callbridge.engine.errors import EngineError
 from callbridge.engine.manager import SessionManager
-from callbridge.engine.offers import create_from_offer
 from callbridge.engine.recording import SessionRecordings
-from callbridge.engine.session import MediaSession
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.rtcp import build_receiver_report
-from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, engine_config
+from tests.engine.engine_peers import EventLog, dominant_frequency, engine_config, rtp_leg
 from tests.engine.recording_support import (
     TSHARK,
     onsets,
@@ -58,13 +56,6 @@ async def manager(tmp_path: Path, recording_dir: Path) -> AsyncIterator[SessionM
     await engine.shutdown(0)
 
 
-async def _peer(session: MediaSession) -> tuple[str, RtpPeer]:
-    peer = await RtpPeer.open()
-    endpoint_id, answer = await create_from_offer(session, peer.offer("pcmu"), "sendrecv")
-    peer.use(answer)
-    return endpoint_id, peer
-
-
 async def _finished(manager: SessionManager) -> None:
     """Wait until every stopped recording's file is complete."""
     await asyncio.gather(*manager.context.tasks)
@@ -86,8 +77,8 @@ async def test_pcap_of_one_leg_and_of_the_session(
     manager: SessionManager, recording_dir: Path
 ) -> None:
     session = manager.create_session(EventLog())
-    alice_id, alice = await _peer(session)
-    _, bob = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
+    _, bob = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     alice_only = recordings.start(alice_id, str(recording_dir / "alice.pcap"))
     everyone = recordings.start(None, str(recording_dir / "all.pcap"))
@@ -128,7 +119,7 @@ async def test_pcap_of_one_leg_and_of_the_session(
 @needs_tshark
 async def test_rtcp_and_frames_of_a_tone_leg(manager: SessionManager, recording_dir: Path) -> None:
     session = manager.create_session(EventLog())
-    alice_id, alice = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     recording_id = recordings.start(None, str(recording_dir / "mixed.pcap"))
     await create_tone(session, "sine", 440, 400)
@@ -153,8 +144,8 @@ async def test_wav_split_legs_stay_aligned_and_mix_holds_both(
     manager: SessionManager, recording_dir: Path
 ) -> None:
     session = manager.create_session(EventLog())
-    _, alice = await _peer(session)
-    _, bob = await _peer(session)
+    _, alice = await rtp_leg(session)
+    _, bob = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     split = recordings.start(None, str(recording_dir / "split.wav"), "wav", "split", 16000)
     mix = recordings.start(None, str(recording_dir / "mix.wav"), "wav", "mix", 8000)
@@ -193,8 +184,8 @@ async def test_endpoint_removal_stops_its_recordings(
 ) -> None:
     events = EventLog()
     session = manager.create_session(events)
-    alice_id, alice = await _peer(session)
-    _, bob = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
+    _, bob = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     single = recordings.start(alice_id, str(recording_dir / "alice.wav"), "wav")
     whole = recordings.start(None, str(recording_dir / "whole.pcap"))
@@ -237,7 +228,7 @@ async def test_every_session_exit_finishes_the_files(
     manager = await _manager(tmp_path, **overrides)
     events = EventLog()
     session = manager.create_session(events)
-    alice_id, alice = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     recordings.start(None, str(recording_dir / "session.wav"), "wav")
     recordings.start(None, str(recording_dir / "session.pcap"))
@@ -274,7 +265,7 @@ async def test_a_full_queue_drops_and_counts(tmp_path: Path, recording_dir: Path
     manager = await _manager(tmp_path, recording_channel_size=5)
     try:
         session = manager.create_session(EventLog())
-        alice_id, alice = await _peer(session)
+        alice_id, alice = await rtp_leg(session)
         recordings = SessionRecordings.of(session)
         recording_id = recordings.start(alice_id, str(recording_dir / "burst.pcap"))
         for _ in range(40):
@@ -294,7 +285,7 @@ async def test_a_write_error_stops_the_recording(
 ) -> None:
     events = EventLog()
     session = manager.create_session(events)
-    alice_id, alice = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     recording_id = recordings.start(alice_id, str(recording_dir / "broken.pcap"))
     file = recordings.recordings[recording_id].file.file
@@ -310,7 +301,7 @@ async def test_a_write_error_stops_the_recording(
 
 async def test_refusals(manager: SessionManager, recording_dir: Path, tmp_path: Path) -> None:
     session = manager.create_session(EventLog())
-    alice_id, _ = await _peer(session)
+    alice_id, _ = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     (recording_dir / "taken.pcap").write_bytes(b"")
     outside = tmp_path / "recordings-evil"

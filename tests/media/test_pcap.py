@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from callbridge.media.pcap import (
     pcap_record,
 )
 from callbridge.media.rtp import build_rtp
+from tests.engine.recording_support import TSHARK, tshark_rtp
 
 
 def _ones_complement_sum(header: bytes) -> int:
@@ -77,7 +76,7 @@ def test_oversized_datagram_is_refused() -> None:
         pcap_record(bytes(MAX_DATAGRAM + 1), 0.0, leg_address(0))
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
 def test_tshark_reads_one_rtp_stream(tmp_path: Path) -> None:
     path = tmp_path / "stream.pcap"
     records = [
@@ -89,26 +88,6 @@ def test_tshark_reads_one_rtp_stream(tmp_path: Path) -> None:
         for index in range(50)
     ]
     path.write_bytes(GLOBAL_HEADER + b"".join(records))
-    fields = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(path),
-            "-d",
-            "udp.port==10000,rtp",
-            "-T",
-            "fields",
-            "-e",
-            "rtp.seq",
-            "-e",
-            "rtp.ssrc",
-            "-e",
-            "ip.checksum.status",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    rows = [line.split("\t") for line in fields if line]
-    assert [int(row[0]) for row in rows] == list(range(100, 150))
-    assert {row[1] for row in rows} == {"0x0000cafe"}
+    packets = tshark_rtp(path)
+    assert [sequence for sequence, _, _ in packets] == list(range(100, 150))
+    assert {ssrc for _, ssrc, _ in packets} == {"0x0000cafe"}
