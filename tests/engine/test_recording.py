@@ -112,6 +112,7 @@ async def test_pcap_of_one_leg_and_of_the_session(
     streams = tshark_streams(recording_dir / "all.pcap")
     lines = [line for line in streams.splitlines() if "10.1.0." in line]
     assert len(lines) == 2 and all(" X" not in line for line in lines), streams
+    assert all(" 50 " in line and "0 (0.0%)" in line for line in lines), streams
     assert manager.metrics.packets_recorded_total == 100
     assert manager.metrics.recordings_active == 0
 

@@ -29,7 +29,10 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
         "RTP packets from another address than the peer's after the learning window.",
     ),
     ("clock_skipped_frames", "Media clock frames skipped after a stall."),
-    ("packets_recorded", "Inbound packets and frames taken by active recordings."),
+    (
+        "packets_recorded",
+        "Inbound packets (and frames of packetless legs) taken by pcap recordings.",
+    ),
 )
 
 
