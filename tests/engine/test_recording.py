@@ -18,6 +18,7 @@ import pytest
 from callbridge.engine.errors import EngineError
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.recording import SessionRecordings
+from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.rtcp import build_receiver_report
 from tests.engine.engine_peers import EventLog, dominant_frequency, engine_config, rtp_leg
@@ -215,6 +216,26 @@ async def test_endpoint_removal_stops_its_recordings(
     _assert_wav_complete(recording_dir / "alice.wav")
     frames = read_pcap(recording_dir / "whole.pcap")
     assert len(frames) == 25
+
+
+async def test_a_leg_leaving_by_transfer_stops_its_recordings(
+    manager: SessionManager, recording_dir: Path
+) -> None:
+    events = EventLog()
+    session = manager.create_session(events)
+    alice_id, alice = await rtp_leg(session)
+    recordings = SessionRecordings.of(session)
+    recordings.start(alice_id, str(recording_dir / "alice.pcap"))
+    for _ in range(5):
+        alice.send(bytes(160))
+        await asyncio.sleep(0.02)
+    endpoint = session.endpoints[alice_id]
+    session.remove(endpoint, "endpoint_transferred")
+    stopped = await events.wait_for("recording.stopped")
+    assert stopped[0]["reason"] == "endpoint_transferred" and stopped[0]["packets"] == 5
+    assert isinstance(endpoint, RtpEndpoint) and endpoint.packet_tap is None
+    await _finished(manager)
+    assert len(read_pcap(recording_dir / "alice.pcap")) == 5
 
 
 @pytest.mark.parametrize("exit_path", ["destroy", "orphan", "idle", "empty", "shutdown"])
