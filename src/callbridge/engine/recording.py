@@ -280,20 +280,17 @@ class SessionRecordings:
             channels = tuple(session.endpoints)
             if not channels:
                 raise recording_error("A split recording needs at least one endpoint")
+        file = None
         try:
             file = open(path, "xb")  # the writer thread closes it
-        except OSError as error:
-            raise recording_error(
-                f"Cannot create recording file '{file_path}': {error.strerror or error}"
-            ) from None
-        try:
             recording_file: RecordingFile
             if recording_format == "pcap":
                 recording_file = PcapFile(file)
             else:
                 recording_file = WavFile(file, max(1, len(channels)), sample_rate, mix=not channels)
         except OSError as error:
-            file.close()
+            if file is not None:
+                file.close()
             raise recording_error(
                 f"Cannot create recording file '{file_path}': {error.strerror or error}"
             ) from None
