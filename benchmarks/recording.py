@@ -42,8 +42,8 @@ def _offer(port: int) -> str:
 async def _run(
     directory: Path, frames: int, recording: str | None, sample_rate: int = 16000
 ) -> float:
-    """Process CPU µs per frame per leg for `frames` frames of `recording` ("pcap", "wav mix",
-    "wav split" or None)."""
+    """Process CPU µs per frame per leg for `frames` frames of `recording` ("pcap", or a format
+    and a mode such as "wav mix"; None for no recording)."""
     manager = SessionManager(
         EngineConfig(
             rtp_port_range=(47000, 47099),
@@ -101,6 +101,7 @@ async def main() -> None:
             ("wav mix", 16000),
             ("wav split", 16000),
             ("wav mix", 8000),
+            ("flac split", 16000),
         ):
             figure = await _run(directory, frames, recording, rate)
             name = recording if recording == "pcap" else f"{recording} {rate // 1000} kHz"

@@ -14,6 +14,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from callbridge.media.g711 import ulaw_encode
@@ -115,11 +116,35 @@ async def send_pattern(
         peer.send(ulaw_encode(pcm), 0)
 
 
-def onsets(channel: np.ndarray[Any, Any], rate: int, threshold: float = 2000) -> list[float]:
-    """Seconds at which the signal's 5 ms envelope rises above `threshold`."""
+def onsets(
+    channel: np.ndarray[Any, Any], rate: int, threshold: float = 2000, gap_s: float = 0.5
+) -> list[float]:
+    """Seconds at which bursts start: the 5 ms envelope rises above `threshold` at least
+    `gap_s` after the previous onset (a dropout inside a burst is not a new burst)."""
     window = rate // 200
     envelope = np.abs(channel[: len(channel) // window * window].astype(np.float64))
     envelope = envelope.reshape(-1, window).max(axis=1)
     loud = envelope > threshold
-    rises = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
-    return [float(index * window / rate) for index in rises]
+    found: list[float] = []
+    for index in np.flatnonzero(loud[1:] & ~loud[:-1]) + 1:
+        moment = float(index * window / rate)
+        if not found or moment - found[-1] >= gap_s:
+            found.append(moment)
+    return found
+
+
+def silent_frames(channel: np.ndarray[Any, Any], rate: int, start_s: float, end_s: float) -> int:
+    """20 ms frames without any sample above 100 between `start_s` and `end_s`."""
+    frame = rate // 50
+    part = channel[int(start_s * rate) // frame * frame : int(end_s * rate) // frame * frame]
+    return int((np.abs(part.reshape(-1, frame)).max(axis=1) <= 100).sum())
+
+
+def read_flac(path: Path) -> tuple[int, np.ndarray[Any, Any]]:
+    """(sample rate, samples shaped (frames, channels)) of a FLAC file, decoded by FFmpeg."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate, channels = stream.rate, stream.channels
+        blocks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+    data = np.concatenate(blocks) if blocks else np.zeros(0, dtype="<i2")
+    return rate, data.astype("<i2").reshape(-1, channels)

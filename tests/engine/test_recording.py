@@ -25,9 +25,11 @@ from tests.engine.engine_peers import EventLog, dominant_frequency, engine_confi
 from tests.engine.recording_support import (
     TSHARK,
     onsets,
+    read_flac,
     read_pcap,
     read_wav,
     send_pattern,
+    silent_frames,
     tshark_rtp,
     tshark_streams,
 )
@@ -150,6 +152,7 @@ async def test_wav_split_legs_stay_aligned_and_mix_holds_both(
     _, bob = await rtp_leg(session)
     recordings = SessionRecordings.of(session)
     split = recordings.start(None, str(recording_dir / "split.wav"), "wav", "split", 16000)
+    flac = recordings.start(None, str(recording_dir / "split.flac"), "flac", "split", 16000)
     mix = recordings.start(None, str(recording_dir / "mix.wav"), "wav", "mix", 8000)
     start = time.monotonic() + 0.1
     seconds = 5.0
@@ -159,6 +162,7 @@ async def test_wav_split_legs_stay_aligned_and_mix_holds_both(
     )
     await asyncio.sleep(0.2)
     split_result = recordings.stop(split)
+    recordings.stop(flac)
     recordings.stop(mix)
     await _finished(manager)
     rate, samples = read_wav(recording_dir / "split.wav")
@@ -170,6 +174,8 @@ async def test_wav_split_legs_stay_aligned_and_mix_holds_both(
     left_onsets, right_onsets = onsets(left, rate), onsets(right, rate)
     assert len(left_onsets) == len(right_onsets) == 5
     assert abs(left_onsets[-1] - right_onsets[-1]) <= 0.02
+    for onset in left_onsets:  # a burst is 200 ms of tone: a hole would be a silent frame
+        assert silent_frames(left, rate, onset, onset + 0.18) <= 1
     mix_rate, mixed = read_wav(recording_dir / "mix.wav")
     assert mix_rate == 8000 and mixed.shape[1] == 1
     spectrum = np.abs(np.fft.rfft(mixed[:, 0].astype(np.float64)))
@@ -179,6 +185,8 @@ async def test_wav_split_legs_stay_aligned_and_mix_holds_both(
         band = (frequencies > tone - 15) & (frequencies < tone + 15)
         assert spectrum[band].max() > peak / 4
     _assert_wav_complete(recording_dir / "split.wav")
+    flac_rate, flac_samples = read_flac(recording_dir / "split.flac")
+    assert flac_rate == rate and np.array_equal(flac_samples, samples)
 
 
 async def test_endpoint_removal_stops_its_recordings(

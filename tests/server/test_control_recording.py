@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.engine.engine_peers import RtpPeer
-from tests.engine.recording_support import TSHARK, read_pcap, read_wav, tshark_rtp
+from tests.engine.recording_support import TSHARK, read_flac, read_pcap, read_wav, tshark_rtp
 from tests.server.test_cli import CALLBRIDGE, REPO, free_port
 
 if TYPE_CHECKING:
@@ -211,6 +211,11 @@ async def _serve_and_record(tmp_path: Path, recording_dir: Path, ending: signal.
             "recording.start",
             {"file_path": f"{recording_dir}/call.wav", "format": "wav", "sample_rate": 8000},
         )
+        await _call(
+            websocket,
+            "recording.start",
+            {"file_path": f"{recording_dir}/call.flac", "format": "flac", "sample_rate": 8000},
+        )
         for _ in range(125):  # 2.5 s: at least two flushes
             peer.send(bytes([0xFF]) * 160)
             await asyncio.sleep(0.02)
@@ -233,6 +238,8 @@ async def test_a_killed_or_drained_server_leaves_readable_files(
     await _serve_and_record(tmp_path, recording_dir, ending)
     rate, samples = read_wav(recording_dir / "call.wav")
     assert rate == 8000 and len(samples) >= 8000  # at least a second survived
+    flac_rate, flac_samples = read_flac(recording_dir / "call.flac")
+    assert flac_rate == 8000 and len(flac_samples) >= 8000
     packets = tshark_rtp(recording_dir / "call.pcap")
     assert len(packets) >= 50
     assert len(read_pcap(recording_dir / "call.pcap")) == len(packets)

@@ -21,6 +21,7 @@ def recording_dir(tmp_path: Path) -> Path:
     (directory / "day" / "hour").mkdir(parents=True)
     (directory / "a.pcap").write_bytes(b"0123456789")
     (directory / "b.wav").write_bytes(b"RIFF")
+    (directory / "b.flac").write_bytes(b"fLaC")
     (directory / "notes.txt").write_bytes(b"text")
     (directory / "day" / "hour" / "c.pcap").write_bytes(b"c")
     deep = directory.joinpath(*[f"level{index}" for index in range(11)])
@@ -47,8 +48,8 @@ async def test_list_sorted_filtered_and_paged(server: ServerHandle) -> None:
         assert response.status == 200
         listing = await response.json()
     assert listing == {
-        "recordings": ["a.pcap", "b.wav", "day/hour/c.pcap", "link.pcap"],
-        "total": 4,
+        "recordings": ["a.pcap", "b.flac", "b.wav", "day/hour/c.pcap", "link.pcap"],
+        "total": 5,
         "skip": 0,
         "limit": 100,
     }
@@ -62,7 +63,7 @@ async def test_list_sorted_filtered_and_paged(server: ServerHandle) -> None:
         }
     async with server.http.get(f"{server.base_url}/recordings?skip=1&limit=x") as response:
         paged = await response.json()
-    assert paged["recordings"][0] == "b.wav" and paged["limit"] == 100
+    assert paged["recordings"][0] == "b.flac" and paged["limit"] == 100
 
 
 async def test_download_with_range(server: ServerHandle) -> None:
@@ -74,6 +75,7 @@ async def test_download_with_range(server: ServerHandle) -> None:
     status, body, _ = await _get(server, "/recordings/a.pcap", Range="bytes=2-5")
     assert (status, body) == (206, b"2345")
     assert (await _get(server, "/recordings/b.wav"))[2] == "audio/wav"
+    assert (await _get(server, "/recordings/b.flac"))[2] == "audio/flac"
     assert (await _get(server, "/recordings/notes.txt"))[:2] == (200, b"text")
 
 

@@ -1,7 +1,7 @@
-"""Recordings of a media session: pcap of what enters it, WAV of what its legs say.
+"""Recordings of a media session: pcap of what enters it, WAV or FLAC of what its legs say.
 
 A recording covers one endpoint (`endpoint_id`) or the whole session (every endpoint, also those
-that join later; a WAV `split` recording has one channel per endpoint present at its start).
+that join later; a `split` audio recording has one channel per endpoint present at its start).
 
 * **pcap** (the default, rtpbridge's format): every packet that enters the session from a
   covered leg, decrypted RTP (DTMF included) and RTCP of RTP legs as they arrived, and the
@@ -9,9 +9,9 @@ that join later; a WAV `split` recording has one channel per endpoint present at
   each, one SSRC per leg), stamped with the wall clock at arrival. What the session sends
   (transcoded and mixed audio) is not recorded. Leg `i` of the session (in the order the legs
   are first recorded; a departed leg's number is reused) is written as `10.{i//254+1}.0.{i%254+1}`.
-* **wav**: 16-bit PCM at `sample_rate`, written on the media clock: every 20 ms tick each leg
-  gives one frame (or silence when it had none), so the legs stay aligned however long the call;
-  `mix` sums the legs into one channel, `split` gives each its own channel (stereo for two).
+* **wav** / **flac**: 16-bit PCM at `sample_rate`, written on the media clock: every 20 ms tick
+  each leg gives one frame (or silence when it had none), so the legs stay aligned however long
+  the call; `mix` sums the legs into one channel, `split` gives each its own channel.
 
 Every exit path stops a recording and finishes its file: `recording.stop`, the removal or
 transfer of its endpoint, and the end of the session (destroy, orphan and idle/empty timeouts,
@@ -33,8 +33,9 @@ from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint
 from callbridge.engine.errors import INVALID_PARAMS, EngineError
-from callbridge.engine.pipeline import FrameFifo
+from callbridge.engine.recording_playout import LegPlayout
 from callbridge.engine.recording_writer import (
+    FlacFile,
     PcapFile,
     PcapItem,
     RecordingFile,
@@ -43,6 +44,8 @@ from callbridge.engine.recording_writer import (
 )
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
+from callbridge.media.errors import MediaError
+from callbridge.media.flac import MAX_CHANNELS as FLAC_MAX_CHANNELS
 from callbridge.media.g711 import ulaw_encode
 from callbridge.media.pcap import leg_address
 from callbridge.media.rtp import RTP_FIXED_HEADER, RtpPacket
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 RECORDING_ERROR: Final = "RECORDING_ERROR"
-FORMATS: Final = ("pcap", "wav")
+FORMATS: Final = ("pcap", "wav", "flac")
 MODES: Final = ("mix", "split")
 SAMPLE_RATES: Final = (8000, 16000, 24000, 48000)
 _PCMU_RATE: Final = 8000
@@ -93,15 +96,6 @@ def resolve_recording_path(recording_dir: Path, file_path: str) -> Path:
     if not resolved.is_relative_to(root) or resolved == root:
         raise EngineError(INVALID_PARAMS, "file_path must be inside the recording directory")
     return resolved
-
-
-class _FrameTap(FrameFifo):
-    """A leg's decoded frames at one rate, waiting for the recordings' tick."""
-
-    __slots__ = ()
-
-    def on_frame(self, pcm: bytes, now: float) -> None:
-        self.append(pcm, now)
 
 
 class _Recording:
@@ -158,7 +152,7 @@ class _Recording:
     def covers(self, endpoint_id: str) -> bool:
         if self.endpoint_id is not None:
             return endpoint_id == self.endpoint_id
-        if self.format == "wav" and self.mode == "split":
+        if self.format != "pcap" and self.mode == "split":
             return endpoint_id in self.channels
         return True
 
@@ -234,7 +228,7 @@ class SessionRecordings:
         self._offset = time.time() - time.monotonic()
         self._addresses: dict[str, int] = {}
         self._legs: dict[str, _Leg] = {}
-        self._taps: dict[tuple[str, int], _FrameTap] = {}
+        self._taps: dict[tuple[str, int], LegPlayout] = {}
         self._known: frozenset[str] = frozenset()
         self._tick = 0
         self._attached = False
@@ -276,10 +270,12 @@ class SessionRecordings:
         if len(self.recordings) >= limit:
             raise recording_error(f"Maximum concurrent recordings ({limit}) reached")
         channels: tuple[str, ...] = ()
-        if recording_format == "wav" and mode == "split" and endpoint_id is None:
+        if recording_format != "pcap" and mode == "split" and endpoint_id is None:
             channels = tuple(session.endpoints)
             if not channels:
                 raise recording_error("A split recording needs at least one endpoint")
+            if recording_format == "flac" and len(channels) > FLAC_MAX_CHANNELS:
+                raise recording_error(f"A FLAC file holds at most {FLAC_MAX_CHANNELS} channels")
         file = None
         try:
             file = open(path, "xb")  # the writer thread closes it
@@ -287,13 +283,13 @@ class SessionRecordings:
             if recording_format == "pcap":
                 recording_file = PcapFile(file)
             else:
-                recording_file = WavFile(file, max(1, len(channels)), sample_rate, mix=not channels)
-        except OSError as error:
+                audio = WavFile if recording_format == "wav" else FlacFile
+                recording_file = audio(file, max(1, len(channels)), sample_rate, mix=not channels)
+        except (OSError, MediaError) as error:
             if file is not None:
                 file.close()
-            raise recording_error(
-                f"Cannot create recording file '{file_path}': {error.strerror or error}"
-            ) from None
+            reason = getattr(error, "strerror", None) or error
+            raise recording_error(f"Cannot create recording file '{file_path}': {reason}") from None
         recording = _Recording(
             endpoint_id,
             file_path,
@@ -351,7 +347,7 @@ class SessionRecordings:
         tick = self._tick
         taps = self._taps
         for recording in self.recordings.values():
-            if recording.format == "wav":
+            if recording.format != "pcap":
                 rate = recording.sample_rate
                 if recording.channels:
                     names: Any = recording.channels
@@ -362,7 +358,7 @@ class SessionRecordings:
                 frames = []
                 for endpoint_id in names:
                     tap = taps.get((endpoint_id, rate))
-                    frames.append(None if tap is None else tap.take(tick, now))
+                    frames.append(None if tap is None else tap.take(tick))
                 recording.add(frames)
             if recording.batch:
                 self._writer.submit(recording.file, recording.batch)
@@ -404,14 +400,14 @@ class SessionRecordings:
         wanted = {
             (endpoint_id, rec.sample_rate)
             for rec in self.recordings.values()
-            if rec.format == "wav"
+            if rec.format != "pcap"
             for endpoint_id in endpoints
             if rec.covers(endpoint_id)
         }
         for key in [key for key in self._taps if key not in wanted]:
             session.remove_audio_tap(key[0], self._taps.pop(key))
         for key in wanted - self._taps.keys():
-            tap = self._taps[key] = _FrameTap()
+            tap = self._taps[key] = LegPlayout()
             session.add_audio_tap(key[0], key[1], tap)
 
     def _address_of(self, endpoint_id: str) -> int:

@@ -24,12 +24,16 @@ from typing import Any, BinaryIO, Final
 
 import numpy as np
 
+from callbridge.media.errors import MediaError
+from callbridge.media.flac import FlacWriter
 from callbridge.media.pcap import GLOBAL_HEADER, pcap_record
 from callbridge.media.pcm import SAMPLE_DTYPE, fit_frame
 from callbridge.media.wav import WavWriter
 
 __all__ = [
     "FLUSH_INTERVAL_S",
+    "AudioFile",
+    "FlacFile",
     "PcapFile",
     "PcapItem",
     "RecordingFile",
@@ -47,7 +51,9 @@ PcapItem = tuple[float, bytes, bytes, bool, bool]
 WavItem = Sequence[bytes | None]
 """One 20 ms frame per channel (None: silence), or for a mixed file every leg's frame."""
 
-ErrorCallback = Callable[[OSError], None]
+WriteError = OSError | MediaError
+"""What writing a recording can raise: the disk's errors, or the encoder's."""
+ErrorCallback = Callable[[WriteError], None]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ class RecordingFile:
         """Items handed to the writer (loop thread only)."""
         self.written = 0
         """Items the writer is done with, written or not (writer thread only)."""
-        self.error: OSError | None = None
+        self.error: WriteError | None = None
         self.on_error: ErrorCallback | None = None
         """Called in the writer thread with the first write error (then items are skipped)."""
 
@@ -92,20 +98,20 @@ class PcapFile(RecordingFile):
         )
 
 
-class WavFile(RecordingFile):
-    """A WAV recording of `channels` channels, or of one channel that mixes every leg."""
+class AudioFile(RecordingFile):
+    """An audio recording of `channels` channels, or of one channel that mixes every leg."""
 
     def __init__(self, file: BinaryIO, channels: int, sample_rate: int, *, mix: bool) -> None:
         super().__init__(file)
-        self.wav = WavWriter(file, channels, sample_rate)
+        self.channels = channels
         self.mix = mix
         self.samples = sample_rate // 50
-        file.flush()
 
-    def write(self, items: Sequence[WavItem]) -> None:
+    def compose(self, items: Sequence[WavItem]) -> bytes:
+        """Interleaved samples of the items' frames (mixed, or one channel each)."""
         samples = self.samples
         size = samples * 2
-        channels = self.wav.channels
+        channels = self.channels
         block = np.zeros((len(items), samples, channels), dtype=SAMPLE_DTYPE)
         for index, frames in enumerate(items):
             if self.mix:
@@ -124,10 +130,39 @@ class WavFile(RecordingFile):
                         if len(frame) != size:
                             frame = fit_frame(frame, samples)
                         block[index, :, channel] = np.frombuffer(frame, dtype=SAMPLE_DTYPE)
-        self.wav.write(block.tobytes())
+        return block.tobytes()
+
+
+class WavFile(AudioFile):
+    """A WAV recording; the header is written at once and its sizes at every flush."""
+
+    def __init__(self, file: BinaryIO, channels: int, sample_rate: int, *, mix: bool) -> None:
+        super().__init__(file, channels, sample_rate, mix=mix)
+        self.wav = WavWriter(file, channels, sample_rate)
+        file.flush()
+
+    def write(self, items: Sequence[WavItem]) -> None:
+        self.wav.write(self.compose(items))
 
     def flush(self) -> None:
         self.wav.flush()
+
+
+class FlacFile(AudioFile):
+    """A FLAC recording (at most `MAX_CHANNELS` channels)."""
+
+    def __init__(self, file: BinaryIO, channels: int, sample_rate: int, *, mix: bool) -> None:
+        super().__init__(file, channels, sample_rate, mix=mix)
+        self.flac = FlacWriter(file, channels, sample_rate)
+
+    def write(self, items: Sequence[WavItem]) -> None:
+        self.flac.write(self.compose(items))
+
+    def close(self) -> None:
+        try:
+            self.flac.close()
+        finally:
+            self.file.close()
 
 
 class RecordingWriter:
@@ -185,7 +220,7 @@ class RecordingWriter:
                 if file.error is None:
                     try:
                         file.write(items)
-                    except OSError as error:
+                    except (OSError, MediaError) as error:
                         self._failed(file, error)
                     else:
                         dirty.add(file)
@@ -199,7 +234,7 @@ class RecordingWriter:
             if file.error is None:
                 try:
                     file.flush()
-                except OSError as error:
+                except (OSError, MediaError) as error:
                     self._failed(file, error)
         dirty.clear()
 
@@ -207,14 +242,14 @@ class RecordingWriter:
         try:
             if file.error is None:
                 file.flush()
-        except OSError as error:
+        except (OSError, MediaError) as error:
             self._failed(file, error)
         try:
             file.close()
-        except OSError:
+        except (OSError, MediaError):
             pass
 
-    def _failed(self, file: RecordingFile, error: OSError) -> None:
+    def _failed(self, file: RecordingFile, error: WriteError) -> None:
         file.error = error
         logger.warning("recording write failed: %s", error)
         callback = file.on_error

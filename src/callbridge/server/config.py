@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     max_recordings_per_session: int = Field(100, gt=0)
     recording_flush_timeout_secs: float = Field(10, gt=0)
     recording_channel_size: int = Field(1000, gt=0)
-    """Packets (pcap) or 20 ms frames (WAV) a recording may have waiting for the disk."""
+    """Packets (pcap) or 20 ms frames (audio) a recording may have waiting for the disk."""
     max_recording_download_bytes: int = Field(512 * 1024 * 1024, gt=0)
     """Largest file `GET /recordings/{path}` serves (413 above)."""
 

@@ -22,7 +22,7 @@ __all__ = ["recording_start", "recording_stop"]
 class RecordingStartParams(msgspec.Struct):
     file_path: str
     endpoint_id: UUID | None = None
-    format: Literal["pcap", "wav"] = "pcap"
+    format: Literal["pcap", "wav", "flac"] = "pcap"
     mode: Literal["mix", "split"] = "mix"
     sample_rate: Literal[8000, 16000, 24000, 48000] = 16000
 

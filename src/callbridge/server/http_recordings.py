@@ -1,6 +1,6 @@
 """HTTP access to the recording directory: list, download (with Range) and delete.
 
-`GET /recordings` lists the recordings (`*.pcap` and `*.wav`, at most 10 directories deep) as
+`GET /recordings` lists the recordings (`*.pcap`, `*.wav`, `*.flac`, at most 10 directories deep) as
 sorted paths relative to `recording_dir`, filtered by the `startsWith` prefix and paged with
 `skip` and `limit` (default 100, at most 1000; a value that is not a number gives the default).
 `GET /recordings/{path}` serves any file inside the directory (byte ranges as aiohttp serves
@@ -27,11 +27,15 @@ __all__ = ["setup_http_recordings"]
 
 log = logging.getLogger(__name__)
 
-LISTED_SUFFIXES: Final = (".pcap", ".wav")
+LISTED_SUFFIXES: Final = (".pcap", ".wav", ".flac")
 MAX_DEPTH: Final = 10
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
-_CONTENT_TYPES: Final = {".pcap": "application/vnd.tcpdump.pcap", ".wav": "audio/wav"}
+_CONTENT_TYPES: Final = {
+    ".pcap": "application/vnd.tcpdump.pcap",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+}
 
 
 def _number(text: str | None, default: int) -> int:
