@@ -62,3 +62,8 @@ class EngineConfig:
     recording_channel_size: int = 1000
     """Items (packets or 20 ms frames) a recording may have queued for the disk; more are
     dropped and counted."""
+    # Voice activity detection (vad.start).
+    vad_detector: str = "webrtc"
+    """Detector used when vad.start names none: "webrtc" or "silero"."""
+    vad_silero_model: Path | None = None
+    """The Silero ONNX model file; None finds the one an installed package ships."""

@@ -128,6 +128,8 @@ class MediaSession:
         self.recordings: list[dict[str, Any]] = []
         """The session.info entries of the active recordings (kept by the recorder)."""
         self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
+        self.vad_active: set[str] = set()
+        """Endpoints with voice activity detection running (kept by the VAD monitors)."""
         context.clock.add(self._on_tick)
 
     # -- binding and events ------------------------------------------------------------------
@@ -187,7 +189,7 @@ class MediaSession:
             "created_at": _rfc3339(self.created_at),
             "endpoints": [endpoint.info() for endpoint in self.endpoints.values()],
             "recordings": list(self.recordings),
-            "vad_active": [],
+            "vad_active": sorted(self.vad_active),
         }
 
     # -- endpoint bookkeeping (the host interface) -------------------------------------------

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     critical_event_channel_size: int = Field(64, gt=0)
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
+    # Voice activity detection (vad.start).
+    vad_detector: Literal["webrtc", "silero"] = "webrtc"
+    """Detector used when vad.start names none."""
+    vad_silero_model: Path | None = None
+    """The Silero ONNX model file; unset finds the one an installed package ships."""
 
     # Recording (rtpbridge key names).
     recording_dir: Path = DEFAULT_RECORDING_DIR
@@ -277,6 +282,8 @@ class Settings(BaseSettings):
             max_recordings_per_session=self.max_recordings_per_session,
             recording_flush_timeout_s=self.recording_flush_timeout_secs,
             recording_channel_size=self.recording_channel_size,
+            vad_detector=self.vad_detector,
+            vad_silero_model=self.vad_silero_model,
         )
 
     @classmethod

@@ -17,12 +17,12 @@ from callbridge.server import control_messages as wire
 from callbridge.server import control_recording as recording
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
+from callbridge.server import control_stats as stats
+from callbridge.server import control_vad as vad
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
-    STATS_ERROR,
     UNKNOWN_METHOD,
-    VAD_ERROR,
     ControlError,
 )
 
@@ -56,16 +56,16 @@ METHODS: Final[Mapping[str, Handler]] = {
     "calls.unsubscribe": rtvbp.calls_unsubscribe,
     "recording.start": recording.recording_start,
     "recording.stop": recording.recording_stop,
+    "vad.start": vad.vad_start,
+    "vad.stop": vad.vad_stop,
+    "stats.subscribe": stats.stats_subscribe,
+    "stats.unsubscribe": stats.stats_unsubscribe,
 }
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.ice_restart": ENDPOINT_ERROR,
     "endpoint.srtp_rekey": ENDPOINT_ERROR,
     "endpoint.transfer": ENDPOINT_ERROR,
-    "vad.start": VAD_ERROR,
-    "vad.stop": VAD_ERROR,
-    "stats.subscribe": STATS_ERROR,
-    "stats.unsubscribe": STATS_ERROR,
 }
 """rtpbridge methods not served yet, with the code of their family, so clients get a stable
 answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
