@@ -17,6 +17,8 @@ import pytest
 
 from callbridge.engine.config import EngineConfig
 from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer
+from callbridge.engine.session import MediaSession
 from callbridge.media.rtp import RtpPacket, build_rtp, parse_rtp
 from callbridge.media.sdp import parse_sdp
 
@@ -33,6 +35,7 @@ def engine_config(tmp_path: Path, **overrides: Any) -> EngineConfig:
     values: dict[str, Any] = {
         "rtp_port_range": free_port_range(),
         "cache_dir": tmp_path / "cache",
+        "recording_dir": tmp_path / "recordings",
         "housekeeping_interval_s": 0.04,
         "disconnect_timeout_s": 0.2,
     }
@@ -216,6 +219,14 @@ class RtpPeer:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+
+async def rtp_leg(session: MediaSession, codecs: str = "pcmu") -> tuple[str, RtpPeer]:
+    """A new RTP endpoint of `session` answering a peer's offer, and that peer."""
+    peer = await RtpPeer.open()
+    endpoint_id, answer = await create_from_offer(session, peer.offer(codecs), "sendrecv")
+    peer.use(answer)
+    return endpoint_id, peer
 
 
 def dominant_frequency(samples: np.ndarray[Any, Any], sample_rate: int) -> float:

@@ -280,10 +280,14 @@ async def test_variables_recording_and_agent_events(engine: SessionManager) -> N
     async def agent(call: Call) -> None:
         seen["before"] = await call.get_variables()
         await call.set_variables({"customer": "Ada", "attempt": 2})
+        recording_id = await call.start_recording(["support"])
+        seen["recording"] = recording_id
+        await asyncio.sleep(0.1)
+        await call.stop_recording(recording_id)
         try:
-            await call.start_recording(["support"])
+            await call.stop_recording(recording_id)
         except RemoteError as error:
-            seen["recording"] = (error.code, error.message)
+            seen["stopped twice"] = error.code
         await call.speech_started()
         await call.tool_call("lookup")
         await call.input_transcript("hello")
@@ -305,7 +309,8 @@ async def test_variables_recording_and_agent_events(engine: SessionManager) -> N
             "attempt": 2,
         }
         assert session.get_variables(["attempt", "missing"]) == {"attempt": 2}
-        assert seen["recording"][0] == 501
+        recording = engine.config.recording_dir / f"rtvbp-{endpoint_id}-1.wav"
+        assert seen["stopped twice"] == 500 and recording.exists()
         assert [(data["event"], data["data"]) for data in events.named("rtvbp.event")] == [
             ("audio.speech.started", {"origin": "sender"}),
             ("agent.tool.call", {"name": "lookup"}),

@@ -8,12 +8,10 @@ import numpy as np
 
 from callbridge.engine.endpoint import Endpoint
 from callbridge.engine.manager import SessionManager
-from callbridge.engine.offers import create_from_offer
-from callbridge.engine.session import MediaSession
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.codecs import PCMU, create_encoder
 from callbridge.media.pcm import as_samples
-from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, manager, sine_pcm
+from tests.engine.engine_peers import EventLog, dominant_frequency, manager, rtp_leg, sine_pcm
 
 __all__ = ["manager"]
 
@@ -37,17 +35,10 @@ class Observer:
         self.seen.append(("session", reason))
 
 
-async def _peer(session: MediaSession) -> tuple[str, RtpPeer]:
-    peer = await RtpPeer.open()
-    endpoint_id, answer = await create_from_offer(session, peer.offer("pcmu"), "sendrecv")
-    peer.use(answer)
-    return endpoint_id, peer
-
-
 async def test_a_tap_decodes_a_passthrough_leg_at_its_own_rate(manager: SessionManager) -> None:
     session = manager.create_session(EventLog())
-    alice_id, alice = await _peer(session)
-    _, bob = await _peer(session)
+    alice_id, alice = await rtp_leg(session)
+    _, bob = await rtp_leg(session)
     tap = Frames()
     session.add_audio_tap(alice_id, 16000, tap)
     encoder = create_encoder(PCMU)

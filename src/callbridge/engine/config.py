@@ -54,6 +54,14 @@ class EngineConfig:
     """How long a parked incoming call waits for `session.attach` before it is hung up."""
     rtvbp_initialize_timeout_s: float = 10.0
     """How long an incoming voice peer may take to send `session.initialize`."""
+    recording_dir: Path = Path("/tmp/callbridge-recordings")
+    """Every recording file lies inside this directory (created if missing)."""
+    max_recordings_per_session: int = 100
+    recording_flush_timeout_s: float = 10.0
+    """How long finishing a stopped recording's file may take before it is given up."""
+    recording_channel_size: int = 1000
+    """Items (packets or 20 ms frames) a recording may have queued for the disk; more are
+    dropped and counted."""
     # Voice activity detection (vad.start).
     vad_detector: str = "webrtc"
     """Detector used when vad.start names none: "webrtc" or "silero"."""

@@ -50,6 +50,10 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ),
     ("clock_skipped_frames", "Media clock frames skipped after a stall."),
     ("srtp_errors", "SRTP/SRTCP packets dropped: failed authentication, replayed or malformed."),
+    (
+        "packets_recorded",
+        "Inbound packets (and frames of packetless legs) taken by pcap recordings.",
+    ),
 )
 
 
@@ -70,6 +74,8 @@ class EngineMetrics:
         self.srtp_errors_total = 0
         self.sessions_active = 0
         self.endpoints_active = 0
+        self.packets_recorded_total = 0
+        self.recordings_active = 0
         self.clock_skipped_frames: Callable[[], int] = lambda: 0
         """Set by the manager to read the clock's counter at scrape time."""
         self.live_counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
@@ -106,6 +112,7 @@ class _EngineCollector(Collector):
             "packets_unexpected_source": metrics.packets_unexpected_source_total + unexpected,
             "clock_skipped_frames": metrics.clock_skipped_frames(),
             "srtp_errors": metrics.srtp_errors_total,
+            "packets_recorded": metrics.packets_recorded_total,
         }
         for name, documentation in _COUNTERS:
             counter = CounterMetricFamily(_PREFIX + name, documentation)
@@ -120,6 +127,7 @@ class _EngineCollector(Collector):
                 metrics.port_pairs_in_use(),
             ),
             ("tasks", "Asyncio tasks alive in the worker (a leak shows here).", _task_count()),
+            ("recordings_active", "Recordings in progress.", metrics.recordings_active),
         ):
             gauge = GaugeMetricFamily(_PREFIX + name, documentation)
             gauge.add_metric([], value)

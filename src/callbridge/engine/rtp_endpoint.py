@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
@@ -80,6 +81,8 @@ class RtpEndpoint(Endpoint):
         """The source whose packets this endpoint currently forwards by passthrough."""
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
+        self.packet_tap: Callable[[RtpPacket, float], None] | None = None
+        """Sees every inbound RTP packet first while a recording captures this leg."""
         self._packet_samples = 0
         """Samples of the last decoded packet: what a lost packet is concealed with."""
         self.sdes: SdesKeys | None = None
@@ -290,6 +293,8 @@ class RtpEndpoint(Endpoint):
     def _on_packet(self, packet: RtpPacket, arrival: float) -> None:
         """Hot path: one valid inbound RTP packet."""
         self.last_inbound = arrival
+        if self.packet_tap is not None:
+            self.packet_tap(packet, arrival)
         payload_type = packet.payload_type
         if payload_type in self._event_types:
             self._on_event(packet, arrival)

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from callbridge.engine.errors import endpoint_error
 from callbridge.engine.ports import PortAllocator, PortPair
-from callbridge.media.rtp import RtpPacket
+from callbridge.media.rtp import RtpPacket, is_rtcp
 from callbridge.media.rtp_stream import (
     DTMF_PTIME_S,
     LEARNING_WINDOW_S,
@@ -145,6 +145,8 @@ class RtpTransport:
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.socket_errors = self.callback_errors = 0
+        self.rtcp_tap: Callable[[bytes, float], None] | None = None
+        """Sees every inbound RTCP datagram (either port) while a recording captures it."""
 
     @classmethod
     async def open(
@@ -266,6 +268,8 @@ class RtpTransport:
         arrival = self._now()
         packet = self._receive(data, address, arrival)
         if packet is None:
+            if self.rtcp_tap is not None and is_rtcp(data):
+                self.rtcp_tap(data, arrival)
             self._report_goodbyes()
             return
         try:
@@ -275,7 +279,10 @@ class RtpTransport:
 
     def _receive_rtcp(self, data: bytes, address: Address) -> None:
         """Every datagram on the odd port."""
-        self.stream.receive_rtcp(data, self._now())
+        arrival = self._now()
+        self.stream.receive_rtcp(data, arrival)
+        if self.rtcp_tap is not None:
+            self.rtcp_tap(data, arrival)
         self._report_goodbyes()
 
     def _report_goodbyes(self) -> None:

@@ -5,8 +5,9 @@ sends ``session.initialize`` with the offered codecs and ``session.updated``, an
 becomes `connected` (`endpoint.state_changed`). The application's audio waits in the
 `VoiceCall`'s playout buffer, read one frame per clock tick. Every voice-role operation is
 answered by the `VoiceCall`: ``audio.buffer.clear`` clears that buffer, ``session.get/set`` use
-the media session's variables, recording answers 501 (not available yet). A failure to dial
-ends in `endpoint.rtvbp.ended {reason: "failed", detail}` and the endpoint is removed.
+the media session's variables, ``recording.start/stop`` record the session (`LegRecorder`). A
+failure to dial ends in `endpoint.rtvbp.ended {reason: "failed", detail}` and the endpoint is
+removed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from yarl import URL
 
 from callbridge.engine.endpoint import EndpointHost
+from callbridge.engine.recording_rtvbp import LegRecorder
 from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import Role
@@ -104,6 +106,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
                 connect_timeout_s=config.rtvbp_connect_timeout_s,
                 variables=self.host.variables,
                 event_hook=self.received_event,
+                recorder=LegRecorder(self.host, self.id),
             )
         except asyncio.CancelledError:
             raise

@@ -164,6 +164,8 @@ class MediaSession:
         self.variables: dict[str, Any] = {}
         """Session variables: RTVBP applications read and write them (session.get/set)."""
         self.observers: list[SessionObserver] = []
+        self.recordings: list[dict[str, Any]] = []
+        """The session.info entries of the active recordings (kept by the recorder)."""
         self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
         self.vad_active: set[str] = set()
         """Endpoints with voice activity detection running (kept by the VAD monitors)."""
@@ -225,7 +227,7 @@ class MediaSession:
             "state": self.state,
             "created_at": _rfc3339(self.created_at),
             "endpoints": [endpoint.info() for endpoint in self.endpoints.values()],
-            "recordings": [],
+            "recordings": list(self.recordings),
             "vad_active": sorted(self.vad_active),
         }
 

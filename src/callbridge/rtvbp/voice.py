@@ -12,7 +12,8 @@ The application's audio usually arrives faster than real time; it waits in a pla
 that whoever plays it reads at real time (`read_frame()` from a clock, or `playout_frames()`),
 and that ``audio.buffer.clear`` really clears, answering with the bytes discarded. Every voice-role
 operation is answered: hang-up and move end the call (and say why in `end_reason`), session
-variables live in `variables`, recording goes to a pluggable `Recorder` (none: an honest error).
+variables live in `variables`, recording goes to a pluggable `Recorder` (by default a stereo WAV
+of both directions, `WavCallRecorder`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from callbridge.media.telephone_event import DIGITS
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.audio import OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.catalog import Role
-from callbridge.rtvbp.errors import INTERNAL, NOT_IMPLEMENTED, RemoteError, RtvbpError
+from callbridge.rtvbp.errors import INTERNAL, RemoteError, RtvbpError
 from callbridge.rtvbp.session import IncomingRequest, RtvbpSession, now_ms
+from callbridge.rtvbp.voice_recorder import WavCallRecorder
 from callbridge.rtvbp.websocket import connect
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,9 @@ class VoiceCall:
     ) -> None:
         self.session = session
         self.call = call
-        self.recorder = recorder
+        self.recorder: Recorder = WavCallRecorder() if recorder is None else recorder
+        """Where the application's recordings go (default: stereo WAV files of the call)."""
+        self._wav = self.recorder if isinstance(self.recorder, WavCallRecorder) else None
         self.variables: dict[str, Any] = {} if variables is None else variables
         """IVR session variables the application reads and writes (session.get/set); a dict
         passed in is shared, not copied (a media session's variables)."""
@@ -196,6 +200,8 @@ class VoiceCall:
             self._outbound = OutboundAudio(self.session, int(chosen.sample_rate), frame_bytes)
             self.session.open_audio(frame_bytes)
             self.session.on_audio(self.playout.write)
+            if self._wav is not None:
+                self._wav.open(self.call.id, int(chosen.sample_rate))
 
         result: bf.SessionInitializeResponse = await self.session.request(
             "session.initialize", request, on_result=open_audio
@@ -241,6 +247,8 @@ class VoiceCall:
         outbound = self._require_outbound()
         sent = await outbound.send(pcm, sample_rate=sample_rate)
         self._written_bytes += sent * self.frame_bytes
+        if self._wav is not None:
+            self._wav.caller_audio(pcm, sample_rate)
 
     def read_frame(self) -> bytes | None:
         """The application's next 20 ms frame to play, or None when nothing is buffered.
@@ -253,6 +261,8 @@ class VoiceCall:
         frame = playout.read_frame()
         if frame is not None:
             self._read_bytes += len(frame)
+            if self._wav is not None:
+                self._wav.application_audio(frame)
         return frame
 
     async def playout_frames(self) -> AsyncIterator[bytes]:
@@ -299,6 +309,8 @@ class VoiceCall:
     async def close(self) -> None:
         """Close the session without the hang-up exchange (the application sees the socket end)."""
         self._set_end("closed", None)
+        if self._wav is not None:
+            self._wav.close()
         try:
             await self.session.close()
         finally:  # also when the close is cancelled (a caller's timeout): no task outlives it
@@ -371,15 +383,15 @@ class VoiceCall:
 
     async def _on_recording_start(self, request: IncomingRequest) -> bf.RecordingStartResponse:
         self._gate()
-        if self.recorder is None:
-            raise RemoteError(NOT_IMPLEMENTED, "recording is not available on this voice peer")
-        return bf.RecordingStartResponse(id=await self.recorder.start(request.params.tags))
+        try:
+            recording_id = await self.recorder.start(request.params.tags)
+        except OSError as error:
+            raise RemoteError(INTERNAL, f"cannot record: {error}") from None
+        return bf.RecordingStartResponse(id=recording_id)
 
     async def _on_recording_stop(self, request: IncomingRequest) -> bf.RecordingStopResponse:
         self._gate()
         recording_id: str = request.params.id
-        if self.recorder is None:
-            raise RemoteError(NOT_IMPLEMENTED, "recording is not available on this voice peer")
         try:
             await self.recorder.stop(recording_id)
         except KeyError:
@@ -414,6 +426,8 @@ class VoiceCall:
 
     async def _watch_close(self) -> None:
         await self.wait_ended()
+        if self._wav is not None:
+            self._wav.close()
         self._events.put_nowait(None)
         current = asyncio.current_task()
         for task in self._tasks:

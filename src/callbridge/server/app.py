@@ -29,6 +29,7 @@ from callbridge.server.config import RtvbpSettings, Settings, parse_listen_addre
 from callbridge.server.control import control_server, setup_control, shutdown_control
 from callbridge.server.control_access import setup_control_access
 from callbridge.server.http_api import setup_http_api
+from callbridge.server.http_recordings import setup_http_recordings
 from callbridge.server.rtvbp_ingress import rtvbp_authenticator, setup_rtvbp_ingress
 
 __all__ = [
@@ -106,6 +107,7 @@ def setup_media_server(app: web.Application, manager: SessionManager, settings: 
     control WebSocket and the media ingress."""
     setup_control_access(app, settings)
     setup_http_api(app, manager, settings)
+    setup_http_recordings(app, settings)
     setup_control(app, manager, settings)
     setup_rtvbp_ingress(app, manager, settings, control_server(app).announce_call)
 

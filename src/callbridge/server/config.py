@@ -24,6 +24,8 @@ from callbridge.engine.config import EngineConfig
 from callbridge.rtvbp.auth import BABELFORCE_ISSUER, BABELFORCE_SUBJECT
 from callbridge.server.log_filter import parse_log_filter
 
+DEFAULT_RECORDING_DIR = EngineConfig.recording_dir
+
 
 class ConfigError(Exception):
     """The configuration is invalid; the server refuses to start and says why."""
@@ -138,7 +140,6 @@ class ControlSettings(BaseModel):
         return self
 
 
-RTPBRIDGE_RECORDING_DIR = Path("/var/lib/rtpbridge/recordings")
 DEFAULT_CACHE_DIR = Path("/tmp/callbridge-cache")
 
 
@@ -158,18 +159,8 @@ class RtpbridgeKeys(BaseModel):
     does not use (yet), so an rtpbridge TOML file loads unchanged. A key callbridge comes to
     use is defined again in `Settings`, which then takes precedence."""
 
-    recording_dir: Path = RTPBRIDGE_RECORDING_DIR
-    max_recordings_per_session: int = Field(100, gt=0)
-    recording_flush_timeout_secs: float = Field(10, gt=0)
-    recording_channel_size: int = Field(1000, gt=0)
-    max_recording_download_bytes: int = Field(512 * 1024 * 1024, gt=0)
     transcode_cache_size: int = Field(64, gt=0)
     """rtpbridge's cache of transcoding pipelines; callbridge shares encoders instead."""
-
-    @field_validator("recording_dir")
-    @classmethod
-    def _recording_dir_usable(cls, value: Path) -> Path:
-        return check_work_directory(value, RTPBRIDGE_RECORDING_DIR)
 
 
 class Settings(BaseSettings, RtpbridgeKeys):
@@ -235,6 +226,21 @@ class Settings(BaseSettings, RtpbridgeKeys):
     @classmethod
     def _cache_dir_usable(cls, value: Path) -> Path:
         return check_work_directory(value, DEFAULT_CACHE_DIR)
+
+    # Recording (rtpbridge key names).
+    recording_dir: Path = DEFAULT_RECORDING_DIR
+    """Every recording lies inside it; created at the first recording if missing."""
+    max_recordings_per_session: int = Field(100, gt=0)
+    recording_flush_timeout_secs: float = Field(10, gt=0)
+    recording_channel_size: int = Field(1000, gt=0)
+    """Packets (pcap) or 20 ms frames (audio) a recording may have waiting for the disk."""
+    max_recording_download_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    """Largest file `GET /recordings/{path}` serves (413 above)."""
+
+    @field_validator("recording_dir")
+    @classmethod
+    def _recording_dir_usable(cls, value: Path) -> Path:
+        return check_work_directory(value, DEFAULT_RECORDING_DIR)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -326,6 +332,10 @@ class Settings(BaseSettings, RtpbridgeKeys):
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
             opus_complexity=self.opus_complexity,
+            recording_dir=self.recording_dir,
+            max_recordings_per_session=self.max_recordings_per_session,
+            recording_flush_timeout_s=self.recording_flush_timeout_secs,
+            recording_channel_size=self.recording_channel_size,
             vad_detector=self.vad_detector,
             vad_silero_model=self.vad_silero_model,
         )

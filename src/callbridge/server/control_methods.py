@@ -14,6 +14,7 @@ import msgspec
 
 from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
+from callbridge.server import control_recording as recording
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
 from callbridge.server import control_srtp as srtp
@@ -23,7 +24,6 @@ from callbridge.server import control_vad as vad
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
-    RECORDING_ERROR,
     UNKNOWN_METHOD,
     ControlError,
 )
@@ -58,6 +58,8 @@ METHODS: Final[Mapping[str, Handler]] = {
     "session.variables.set": rtvbp.variables_set,
     "calls.subscribe": rtvbp.calls_subscribe,
     "calls.unsubscribe": rtvbp.calls_unsubscribe,
+    "recording.start": recording.recording_start,
+    "recording.stop": recording.recording_stop,
     "vad.start": vad.vad_start,
     "vad.stop": vad.vad_stop,
     "stats.subscribe": stats.stats_subscribe,
@@ -66,8 +68,6 @@ METHODS: Final[Mapping[str, Handler]] = {
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.ice_restart": ENDPOINT_ERROR,
-    "recording.start": RECORDING_ERROR,
-    "recording.stop": RECORDING_ERROR,
 }
 """rtpbridge methods not served yet, with the code of their family, so clients get a stable
 answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
