@@ -54,3 +54,7 @@ class EngineConfig:
     """How long a parked incoming call waits for `session.attach` before it is hung up."""
     rtvbp_initialize_timeout_s: float = 10.0
     """How long an incoming voice peer may take to send `session.initialize`."""
+    # WebRTC endpoints
+    webrtc_consent_timeout_s: float = 30.0
+    """A connected WebRTC endpoint is `disconnected` after this long without a valid ICE check
+    from its peer (consent freshness); it becomes `connected` again when checks resume."""

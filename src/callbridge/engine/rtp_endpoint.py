@@ -152,8 +152,11 @@ class RtpEndpoint(Endpoint):
         if sdp.telephone_event_codec(remote.codecs) is None:
             event = None  # our answer always lists it, but a peer that did not cannot take it
         self._event_pt = None if event is None else event.payload_type
+        audio_types = {codec.payload_type for codec in codecs if not codec.is_telephone_event}
         self._event_types = (
-            _FALLBACK_EVENT_TYPES if event is None else frozenset({event.payload_type})
+            _FALLBACK_EVENT_TYPES - audio_types
+            if event is None
+            else frozenset({event.payload_type})
         )
         clock_rate = self.send_spec.clock_rate if self.send_spec else 8000
         self._detector = DtmfDetector(clock_rate)

@@ -1,0 +1,84 @@
+"""WebRTC endpoints with aiortc as the peer: both offer directions, audio both ways."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callbridge.engine.errors import EngineError
+from callbridge.engine.manager import SessionManager
+from callbridge.engine.offers import create_from_offer, create_offer
+from callbridge.engine.session import MediaSession
+from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
+from tests.engine.engine_peers import EventLog, RtpPeer, engine_config
+from tests.engine.webrtc_peers import AiortcPeer, PcmuPhone
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
+    engine = SessionManager(engine_config(tmp_path, webrtc_consent_timeout_s=9.0))
+    await engine.start()
+    yield engine
+    await engine.shutdown(0)
+
+
+async def phone_leg(session: MediaSession, frequency: float) -> PcmuPhone:
+    peer = await RtpPeer.open()
+    _, answer = await create_from_offer(session, peer.offer("pcmu"), "sendrecv")
+    peer.use(answer)
+    phone = PcmuPhone(peer, frequency)
+    phone.start()
+    return phone
+
+
+async def connected(events: EventLog, endpoint_id: str) -> None:
+    async with asyncio.timeout(10):
+        while not any(
+            data["endpoint_id"] == endpoint_id and data["new_state"] == "connected"
+            for data in events.named("endpoint.state_changed")
+        ):
+            count = len(events.named("endpoint.state_changed"))
+            await events.wait_for("endpoint.state_changed", count + 1, 10)
+
+
+async def test_aiortc_offer_audio_both_ways(manager: SessionManager) -> None:
+    events = EventLog()
+    session = manager.create_session(events)
+    phone = await phone_leg(session, 440.0)
+    browser = AiortcPeer(1000.0)
+    try:
+        endpoint_id, answer = await create_from_offer(session, await browser.offer(), "sendrecv")
+        assert "a=ice-lite" in answer and "a=setup:passive" in answer
+        endpoint = session.endpoints[endpoint_id]
+        assert isinstance(endpoint, WebRtcEndpoint) and endpoint.state == "connecting"
+        await browser.accept(answer)
+        await connected(events, endpoint_id)
+        assert abs(await browser.heard_frequency() - 440.0) < 15
+        assert abs(await phone.heard_frequency() - 1000.0) < 15
+        assert session.info()["endpoints"][1]["endpoint_type"] == "webrtc"
+    finally:
+        await browser.close()
+        await phone.stop()
+
+
+async def test_create_offer_and_accept_answer_of_aiortc(manager: SessionManager) -> None:
+    events = EventLog()
+    session = manager.create_session(events)
+    phone = await phone_leg(session, 600.0)
+    browser = AiortcPeer(1500.0)
+    try:
+        endpoint_id, offer = await create_offer(session, "webrtc", "sendrecv", None, False)
+        assert "a=setup:actpass" in offer and "opus/48000/2" in offer
+        endpoint = session.endpoints[endpoint_id]
+        endpoint.accept_answer(await browser.answer(offer))
+        await connected(events, endpoint_id)
+        assert abs(await browser.heard_frequency() - 600.0) < 15
+        assert abs(await phone.heard_frequency() - 1500.0) < 15
+        with pytest.raises(EngineError, match="telephone-event"):
+            await session.dtmf_inject(endpoint_id, "5", 200, 10)  # aiortc has no DTMF
+    finally:
+        await browser.close()
+        await phone.stop()

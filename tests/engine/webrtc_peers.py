@@ -1,0 +1,134 @@
+"""Test support for WebRTC endpoints: aiortc as the independent peer, a tone track, a PCMU phone.
+
+aiortc is told to use no ICE servers, so it gathers loopback host candidates only and never
+contacts a public STUN server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import time
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from callbridge.media.g711 import ulaw_decode, ulaw_encode
+from tests.engine.engine_peers import RtpPeer, dominant_frequency, sine_pcm
+
+_RATE = 48000
+_FRAME = 960
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine at `frequency` Hz, 48 kHz mono, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self._started: float | None = None
+        self._samples = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self._started is None:
+            self._started = time.monotonic()
+        else:
+            delay = self._started + self._samples / _RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        pcm = np.frombuffer(sine_pcm(self.frequency, _RATE, _FRAME, self._samples), "<i2")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = _RATE
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, _RATE)
+        self._samples += _FRAME
+        return frame
+
+
+class AiortcPeer:
+    """One aiortc RTCPeerConnection sending a tone and recording what it hears (mono, 48 kHz)."""
+
+    def __init__(self, frequency: float) -> None:
+        self.connection = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.connection.addTrack(ToneTrack(frequency))
+        self.heard: list[np.ndarray[Any, Any]] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self.connection.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._readers.append(asyncio.ensure_future(self._read(track)))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+                self.heard.append(samples[:, 0].copy())
+
+    async def offer(self) -> str:
+        await self.connection.setLocalDescription(await self.connection.createOffer())
+        return str(self.connection.localDescription.sdp)
+
+    async def accept(self, answer: str) -> None:
+        await self.connection.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def answer(self, offer: str) -> str:
+        await self.connection.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await self.connection.setLocalDescription(await self.connection.createAnswer())
+        return str(self.connection.localDescription.sdp)
+
+    async def heard_frequency(self, seconds: float = 1.0, within_s: float = 10.0) -> float:
+        """Dominant frequency of the last `seconds` heard, once that much non-silence came."""
+        async with asyncio.timeout(within_s):
+            while True:
+                recent = np.concatenate(self.heard[-int(seconds * 50) :] or [np.zeros(1)])
+                if len(recent) >= seconds * _RATE and np.abs(recent).max() > 1000:
+                    return dominant_frequency(recent, _RATE)
+                await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        await self.connection.close()
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+class PcmuPhone:
+    """An RTP phone sending a PCMU tone every 20 ms and decoding what it receives."""
+
+    def __init__(self, peer: RtpPeer, frequency: float) -> None:
+        self.peer = peer
+        self.frequency = frequency
+        self._sender: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        started = time.monotonic()
+        for index in range(100_000):
+            self.peer.send(ulaw_encode(sine_pcm(self.frequency, 8000, 160, index * 160)))
+            delay = started + (index + 1) * 0.02 - time.monotonic()
+            await asyncio.sleep(max(delay, 0))
+
+    async def heard_frequency(self, seconds: float = 1.0) -> float:
+        """Dominant frequency of the next `seconds` of PCMU received (after 0.5 s settling)."""
+        self.peer.drain()
+        await asyncio.sleep(0.5)
+        self.peer.drain()
+        packets = await self.peer.collect(int(seconds * 50), within_s=seconds + 5)
+        pcm = b"".join(ulaw_decode(bytes(packet.payload)) for packet in packets)
+        return dominant_frequency(np.frombuffer(pcm, "<i2"), 8000)
+
+    async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        self.peer.close()
