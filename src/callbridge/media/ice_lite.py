@@ -73,6 +73,11 @@ class IceLite:
         """The nominated address (or the first checked one until a nomination)."""
         self.checks_received = self.checks_rejected = 0
 
+    @property
+    def restarting(self) -> bool:
+        """An ICE restart is under way: the previous credentials are still accepted."""
+        return self._previous is not None
+
     def set_remote(self, ufrag: str) -> None:
         """The peer's ufrag from its offer or answer."""
         if self._previous is not None and self._previous_remote is None:

@@ -16,6 +16,7 @@ from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
+from callbridge.server import control_webrtc as webrtc
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
@@ -54,10 +55,10 @@ METHODS: Final[Mapping[str, Handler]] = {
     "session.variables.set": rtvbp.variables_set,
     "calls.subscribe": rtvbp.calls_subscribe,
     "calls.unsubscribe": rtvbp.calls_unsubscribe,
+    "endpoint.ice_restart": webrtc.ice_restart,
 }
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
-    "endpoint.ice_restart": ENDPOINT_ERROR,
     "endpoint.srtp_rekey": ENDPOINT_ERROR,
     "endpoint.transfer": ENDPOINT_ERROR,
     "recording.start": RECORDING_ERROR,
