@@ -82,6 +82,7 @@ def _make_certificate(now: float) -> LocalCertificate:
     context.use_privatekey(key)
     context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
     context.set_tlsext_use_srtp(_SRTP_PROFILE)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle associations keep no record buffers
     digest = certificate.fingerprint(hashes.SHA256())
     return LocalCertificate(context, ":".join(f"{byte:02X}" for byte in digest), now)
 
