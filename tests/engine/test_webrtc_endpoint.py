@@ -44,14 +44,21 @@ async def connected(events: EventLog, endpoint_id: str) -> None:
             await events.wait_for("endpoint.state_changed", count + 1, 10)
 
 
-async def test_aiortc_offer_audio_both_ways(manager: SessionManager) -> None:
+@pytest.mark.parametrize(
+    ("offered_setup", "answered_setup"), [("actpass", "passive"), ("passive", "active")]
+)
+async def test_aiortc_offer_audio_both_ways(
+    manager: SessionManager, offered_setup: str, answered_setup: str
+) -> None:
+    """Both DTLS roles: an actpass offer makes us the server, a passive one the client."""
     events = EventLog()
     session = manager.create_session(events)
     phone = await phone_leg(session, 440.0)
     browser = AiortcPeer(1000.0)
     try:
-        endpoint_id, answer = await create_from_offer(session, await browser.offer(), "sendrecv")
-        assert "a=ice-lite" in answer and "a=setup:passive" in answer
+        offer = (await browser.offer()).replace("a=setup:actpass", f"a=setup:{offered_setup}")
+        endpoint_id, answer = await create_from_offer(session, offer, "sendrecv")
+        assert "a=ice-lite" in answer and f"a=setup:{answered_setup}" in answer
         endpoint = session.endpoints[endpoint_id]
         assert isinstance(endpoint, WebRtcEndpoint) and endpoint.state == "connecting"
         await browser.accept(answer)
@@ -82,3 +89,21 @@ async def test_create_offer_and_accept_answer_of_aiortc(manager: SessionManager)
     finally:
         await browser.close()
         await phone.stop()
+
+
+async def test_two_browsers_hear_each_other_by_opus_passthrough(manager: SessionManager) -> None:
+    events = EventLog()
+    session = manager.create_session(events)
+    first, second = AiortcPeer(700.0), AiortcPeer(1200.0)
+    try:
+        for browser in (first, second):
+            offer = await browser.offer()
+            endpoint_id, answer = await create_from_offer(session, offer, "sendrecv")
+            await browser.accept(answer)
+            await connected(events, endpoint_id)
+        assert session.plan.table.passthrough  # Opus to Opus: no decoding
+        assert abs(await first.heard_frequency() - 1200.0) < 15
+        assert abs(await second.heard_frequency() - 700.0) < 15
+    finally:
+        await first.close()
+        await second.close()

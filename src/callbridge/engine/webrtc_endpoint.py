@@ -207,6 +207,21 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             self._consent_lost = False
             self.host.set_state(self, "connected")
 
+    def packet_counters(self) -> tuple[int, int]:
+        """SRTP that failed authentication or replay checks, STUN with wrong credentials and
+        DTLS from unchecked sources count as malformed."""
+        malformed, unexpected = super().packet_counters()
+        return (malformed + self._rejected(), unexpected)
+
+    def _rejected(self) -> int:
+        transport = self._webrtc
+        return transport.srtp_failures + transport.dtls_ignored + self.ice.checks_rejected
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.metrics.packets_malformed_total += self._rejected()
+        super().close()
+
     def info(self) -> dict[str, object]:
         entry = super().info()
         if self.failure is not None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from callbridge.media.sdp import Codec, SdpError
+from callbridge.media.sdp import Codec, SdpError, codec_lines
 
 __all__ = ["SETUP_ROLES", "LocalWebRtc", "WebRtcParameters", "parse_webrtc", "write_webrtc_sdp"]
 
@@ -135,13 +135,7 @@ def write_webrtc_sdp(
         "a=rtcp-mux",
         f"a=ptime:{ptime_ms}",
     ]
-    for codec in codecs:
-        channels = f"/{codec.channels}" if codec.channels > 1 else ""
-        lines.append(f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}{channels}")
-        if codec.fmtp:
-            if "\r" in codec.fmtp or "\n" in codec.fmtp:
-                raise SdpError("fmtp contains a line break")
-            lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp}")
+    lines += codec_lines(codecs)
     lines += [
         f"a=msid:callbridge audio-{local.ssrc:08x}",
         f"a=ssrc:{local.ssrc} cname:{local.cname}",
