@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
 
+    # WebRTC endpoints.
+    webrtc_consent_timeout_secs: float = Field(30, ge=5, le=300)
+    """A WebRTC endpoint is `disconnected` after this long without an ICE check from its peer."""
+
     @field_validator("listen", mode="before")
     @classmethod
     def _split_listen(cls, value: Any) -> Any:
@@ -250,6 +254,7 @@ class Settings(BaseSettings):
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
             opus_complexity=self.opus_complexity,
+            webrtc_consent_timeout_s=self.webrtc_consent_timeout_secs,
         )
 
     @classmethod
