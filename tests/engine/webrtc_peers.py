@@ -1,7 +1,8 @@
 """Test support for WebRTC endpoints: aiortc as the independent peer, a tone track, a PCMU phone.
 
-aiortc is told to use no ICE servers, so it gathers loopback host candidates only and never
-contacts a public STUN server.
+aiortc is told to use no ICE servers, so it never contacts a STUN server, and its ICE library
+(aioice) is made to gather 127.0.0.1 as its only host address (by default it skips loopback and
+takes the machine's interface addresses), so every packet of these tests stays on loopback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import fractions
 import time
 from typing import Any
 
+import aioice.ice
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -22,6 +24,13 @@ from tests.engine.engine_peers import RtpPeer, dominant_frequency, sine_pcm
 
 _RATE = 48000
 _FRAME = 960
+
+
+def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return ["127.0.0.1"] if use_ipv4 else []
+
+
+aioice.ice.get_host_addresses = _loopback_only
 
 
 class ToneTrack(MediaStreamTrack):

@@ -4,6 +4,10 @@ The page's RTCPeerConnection has no ICE servers; the fake microphone is a 700 Hz
 RTP PCMU phone in the same session sends 440 Hz. The browser must hear 440 Hz (inbound-rtp
 stats and an AnalyserNode on the remote track) and the phone 700 Hz; DTMF, ICE restart and our
 own offer are exercised against the same browser.
+
+Chromium gathers no loopback candidate, so its checks and media come from one of this machine's
+own interface addresses to our 127.0.0.1 candidate: the kernel delivers them locally, nothing
+leaves the machine (no ICE servers, background networking off).
 """
 
 from __future__ import annotations
