@@ -20,34 +20,9 @@ from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media import stun
 from callbridge.media.webrtc_sdp import parse_webrtc
 from tests.engine.engine_peers import EventLog
-from tests.engine.test_webrtc_endpoint import connected, manager
-from tests.engine.webrtc_peers import AiortcPeer
+from tests.engine.webrtc_peers import FINGERPRINT, AiortcPeer, browser_offer, connected, manager
 
 __all__ = ["manager"]
-
-FINGERPRINT = ":".join(["5A"] * 32)
-
-
-def browser_offer(codecs: str = "a=rtpmap:111 opus/48000/2", types: str = "111") -> str:
-    return "\r\n".join(
-        [
-            "v=0",
-            "o=- 1 1 IN IP4 127.0.0.1",
-            "s=-",
-            "t=0 0",
-            "a=group:BUNDLE 0",
-            f"m=audio 9 UDP/TLS/RTP/SAVPF {types}",
-            "c=IN IP4 0.0.0.0",
-            "a=mid:0",
-            "a=ice-ufrag:peer",
-            "a=ice-pwd:peerpasswordpeerpassword",
-            f"a=fingerprint:sha-256 {FINGERPRINT}",
-            "a=setup:actpass",
-            "a=rtcp-mux",
-            codecs,
-            "",
-        ]
-    )
 
 
 class RawPeer(asyncio.DatagramProtocol):

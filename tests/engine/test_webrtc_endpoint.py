@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,16 +16,10 @@ from callbridge.engine.session import MediaSession
 from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media.rtp import build_rtp, parse_rtp
 from callbridge.media.telephone_event import dtmf_packets, parse_telephone_event
-from tests.engine.engine_peers import EventLog, RtpPeer, engine_config
-from tests.engine.webrtc_peers import AiortcPeer, PcmuPhone
+from tests.engine.engine_peers import EventLog, RtpPeer
+from tests.engine.webrtc_peers import AiortcPeer, PcmuPhone, connected, manager
 
-
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
-    engine = SessionManager(engine_config(tmp_path, webrtc_consent_timeout_s=9.0))
-    await engine.start()
-    yield engine
-    await engine.shutdown(0)
+__all__ = ["manager"]
 
 
 async def phone_leg(session: MediaSession, frequency: float) -> PcmuPhone:
@@ -37,16 +29,6 @@ async def phone_leg(session: MediaSession, frequency: float) -> PcmuPhone:
     phone = PcmuPhone(peer, frequency)
     phone.start()
     return phone
-
-
-async def connected(events: EventLog, endpoint_id: str) -> None:
-    async with asyncio.timeout(10):
-        while not any(
-            data["endpoint_id"] == endpoint_id and data["new_state"] == "connected"
-            for data in events.named("endpoint.state_changed")
-        ):
-            count = len(events.named("endpoint.state_changed"))
-            await events.wait_for("endpoint.state_changed", count + 1, 10)
 
 
 async def heard_from(endpoint: Endpoint) -> None:

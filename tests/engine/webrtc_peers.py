@@ -1,4 +1,5 @@
-"""Test support for WebRTC endpoints: aiortc as the independent peer, a tone track, a PCMU phone.
+"""Test support for WebRTC endpoints: aiortc as the independent peer, a tone track, a PCMU phone,
+an engine whose consent timeout fits in a test, a hand-written browser-style offer.
 
 aiortc is told to use no ICE servers, so it never contacts a STUN server, and its ICE library
 (aioice) is made to gather 127.0.0.1 as its only host address (by default it skips loopback and
@@ -11,16 +12,20 @@ import asyncio
 import contextlib
 import fractions
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import av
 import numpy as np
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from callbridge.engine.manager import SessionManager
 from callbridge.media.g711 import ulaw_decode, ulaw_encode
-from tests.engine.engine_peers import RtpPeer, dominant_frequency, sine_pcm
+from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, engine_config, sine_pcm
 
 _RATE = 48000
 _FRAME = 960
@@ -141,3 +146,49 @@ class PcmuPhone:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
         self.peer.close()
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
+    """An engine whose consent lapses after 9 s (aiortc checks every 4-6 s)."""
+    engine = SessionManager(engine_config(tmp_path, webrtc_consent_timeout_s=9.0))
+    await engine.start()
+    yield engine
+    await engine.shutdown(0)
+
+
+async def connected(events: EventLog, endpoint_id: str) -> None:
+    """Wait for the endpoint's `endpoint.state_changed` to `connected`."""
+    async with asyncio.timeout(10):
+        while not any(
+            data["endpoint_id"] == endpoint_id and data["new_state"] == "connected"
+            for data in events.named("endpoint.state_changed")
+        ):
+            count = len(events.named("endpoint.state_changed"))
+            await events.wait_for("endpoint.state_changed", count + 1, 10)
+
+
+FINGERPRINT = ":".join(["5A"] * 32)
+"""A sha-256 fingerprint no certificate of these tests has."""
+
+
+def browser_offer(codecs: str = "a=rtpmap:111 opus/48000/2", types: str = "111") -> str:
+    return "\r\n".join(
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "t=0 0",
+            "a=group:BUNDLE 0",
+            f"m=audio 9 UDP/TLS/RTP/SAVPF {types}",
+            "c=IN IP4 0.0.0.0",
+            "a=mid:0",
+            "a=ice-ufrag:peer",
+            "a=ice-pwd:peerpasswordpeerpassword",
+            f"a=fingerprint:sha-256 {FINGERPRINT}",
+            "a=setup:actpass",
+            "a=rtcp-mux",
+            codecs,
+            "",
+        ]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from callbridge.media.webrtc_sdp import parse_webrtc
 from tests.engine.engine_peers import RtpPeer
+from tests.engine.webrtc_peers import browser_offer
 from tests.server.conftest import ControlClient
 
 
@@ -50,3 +51,8 @@ async def test_webrtc_offer_refusals(bound: ControlClient) -> None:
     )
     assert error["code"] == "ENDPOINT_ERROR"
     assert (await bound.result("session.info"))["endpoints"][0]["state"] == "connecting"
+    answered = await bound.result("endpoint.create_from_offer", {"sdp": browser_offer()})
+    error = await bound.error(
+        "endpoint.accept_answer", {"endpoint_id": answered["endpoint_id"], "sdp": browser_offer()}
+    )
+    assert error == {"code": "ENDPOINT_ERROR", "message": "No pending offer to accept answer for"}

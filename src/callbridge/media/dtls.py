@@ -146,10 +146,13 @@ class DtlsSession:
         return self._connection.DTLSv1_get_timeout()
 
     def handle_timeout(self) -> list[bytes]:
-        """Retransmit the last flight if it is due."""
+        """Retransmit the last flight if it is due; DtlsError once OpenSSL gives up."""
         if self.handshake_done:
             return []
-        self._connection.DTLSv1_handle_timeout()
+        try:
+            self._connection.DTLSv1_handle_timeout()
+        except SSL.Error as error:
+            raise DtlsError(f"DTLS handshake gave up: {error}") from None
         return self._pending()
 
     def verify(self) -> None:
