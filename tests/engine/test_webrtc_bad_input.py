@@ -1,7 +1,8 @@
 """WebRTC endpoints under bad input: bad offers refused, strangers ignored, failures reported.
 
-A raw UDP socket plays a hostile peer with the STUN codec; aiortc plays a peer whose
-certificate does not match its SDP fingerprint, and one that vanishes or closes.
+A raw UDP socket plays a hostile peer with the STUN codec (and, keyed by our own DTLS pieces,
+a peer whose checks stop and resume); aiortc plays a peer whose certificate does not match its
+SDP fingerprint, and one that vanishes or closes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +20,9 @@ from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media import stun
+from callbridge.media.dtls import DtlsSession, local_certificate
 from callbridge.media.webrtc_sdp import parse_webrtc
-from tests.engine.engine_peers import EventLog
+from tests.engine.engine_peers import EventLog, engine_config
 from tests.engine.webrtc_peers import FINGERPRINT, AiortcPeer, browser_offer, connected, manager
 
 __all__ = ["manager"]
@@ -163,3 +166,41 @@ async def test_peer_closing_and_vanishing(manager: SessionManager) -> None:
         }
     finally:
         await vanishing.close()
+
+
+async def test_consent_lapses_and_comes_back(tmp_path: Path) -> None:
+    engine = SessionManager(engine_config(tmp_path, webrtc_consent_timeout_s=1.0))
+    await engine.start()
+    events = EventLog()
+    session = engine.create_session(events)
+    peer = await raw_peer()
+    try:
+        offer = browser_offer(fingerprint=local_certificate().fingerprint)
+        endpoint_id, answer = await create_from_offer(session, offer, "sendrecv")
+        ours = parse_webrtc(answer)
+        assert ours.ice_ufrag and ours.ice_password
+        target = ("127.0.0.1", int(re.search(r"m=audio (\d+)", answer).group(1)))  # type: ignore[union-attr]
+        peer.transport.sendto(binding_request(ours.ice_ufrag, ours.ice_password), target)
+        await peer.received.get()
+        dtls = DtlsSession(local_certificate(), client=True)
+        dtls.remote_fingerprint = local_certificate().fingerprint
+        flights = dtls.start()
+        while dtls.srtp is None:
+            for flight in flights:
+                peer.transport.sendto(flight, target)
+            async with asyncio.timeout(3):
+                flights = dtls.receive(await peer.received.get())
+        for flight in flights:
+            peer.transport.sendto(flight, target)
+        states = await events.wait_for("endpoint.state_changed", 2, within_s=5)
+        assert [change["new_state"] for change in states] == ["connected", "disconnected"]
+        peer.transport.sendto(binding_request(ours.ice_ufrag, ours.ice_password), target)
+        states = await events.wait_for("endpoint.state_changed", 3, within_s=3)
+        assert states[2] == {
+            "endpoint_id": endpoint_id,
+            "old_state": "disconnected",
+            "new_state": "connected",
+        }
+    finally:
+        peer.transport.close()
+        await engine.shutdown(0)

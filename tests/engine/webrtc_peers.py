@@ -172,7 +172,10 @@ FINGERPRINT = ":".join(["5A"] * 32)
 """A sha-256 fingerprint no certificate of these tests has."""
 
 
-def browser_offer(codecs: str = "a=rtpmap:111 opus/48000/2", types: str = "111") -> str:
+def browser_offer(
+    codecs: str = "a=rtpmap:111 opus/48000/2", types: str = "111", fingerprint: str = FINGERPRINT
+) -> str:
+    """An offer as a browser writes it (actpass, rtcp-mux, ICE ufrag "peer")."""
     return "\r\n".join(
         [
             "v=0",
@@ -185,7 +188,7 @@ def browser_offer(codecs: str = "a=rtpmap:111 opus/48000/2", types: str = "111")
             "a=mid:0",
             "a=ice-ufrag:peer",
             "a=ice-pwd:peerpasswordpeerpassword",
-            f"a=fingerprint:sha-256 {FINGERPRINT}",
+            f"a=fingerprint:sha-256 {fingerprint}",
             "a=setup:actpass",
             "a=rtcp-mux",
             codecs,
