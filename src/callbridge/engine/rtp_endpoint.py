@@ -103,16 +103,20 @@ class RtpEndpoint(Endpoint):
             raise
 
     async def _open(self) -> None:
+        self.transport = await self._open_transport()
+        if not self.host.alive:
+            self.transport.close()
+            raise EngineError(SESSION_GONE, "Session has been destroyed")
+
+    async def _open_transport(self) -> RtpTransport:
+        """A port pair on `media_ip` (kinds with other transports override this)."""
         context = self.host.context
-        self.transport = await RtpTransport.open(
+        return await RtpTransport.open(
             context.ports,
             context.config.media_ip,
             on_packet=self._on_packet,
             on_rtcp_bye=self._on_rtcp_bye,
         )
-        if not self.host.alive:
-            self.transport.close()
-            raise EngineError(SESSION_GONE, "Session has been destroyed")
 
     def _write(self, codecs: tuple[sdp.Codec, ...]) -> str:
         assert self.transport is not None

@@ -22,7 +22,7 @@ import uuid
 from typing import Final
 
 from callbridge.engine.endpoint import EndpointHost
-from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.errors import endpoint_error
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.webrtc_transport import WebRtcEvents, WebRtcTransport
 from callbridge.media import sdp
@@ -92,9 +92,9 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             endpoint.close()
             raise
 
-    async def _open(self) -> None:
+    async def _open_transport(self) -> WebRtcTransport:
         context = self.host.context
-        self.transport = await WebRtcTransport.open_single(
+        return await WebRtcTransport.open_single(
             context.ports,
             context.config.media_ip,
             on_packet=self._on_packet,
@@ -103,9 +103,6 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             ice=self.ice,
             now=time.monotonic,
         )
-        if not self.host.alive:
-            self.transport.close()
-            raise EngineError(SESSION_GONE, "Session has been destroyed")
 
     @property
     def _webrtc(self) -> WebRtcTransport:
