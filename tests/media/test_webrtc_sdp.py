@@ -59,3 +59,29 @@ def test_values_that_would_break_the_sdp_are_refused() -> None:
 def test_garbage_gives_empty_parameters() -> None:
     parameters = parse_webrtc("\x00garbage\nm=\na=fingerprint:\n")
     assert parameters.fingerprint is None and parameters.ice_ufrag is None
+
+
+def test_other_sections_are_answered_rejected_in_place() -> None:
+    offer = OFFER.replace(
+        "m=audio", "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:d\r\nm=audio"
+    )
+    parameters = parse_webrtc(offer)
+    assert [section.kind for section in parameters.sections] == ["application", "audio", "video"]
+    assert parameters.audio_index == 1 and parameters.mid == "0"
+    text = write_webrtc_sdp(
+        address="127.0.0.1",
+        port=40000,
+        codecs=[OPUS],
+        local=LOCAL,
+        session_id=7,
+        mid="0",
+        offered=parameters.sections,
+        audio_index=1,
+    )
+    media = [line for line in text.split("\r\n") if line.startswith("m=")]
+    assert media == [
+        "m=application 0 UDP/DTLS/SCTP webrtc-datachannel",
+        "m=audio 40000 UDP/TLS/RTP/SAVPF 111",
+        "m=video 0 UDP/TLS/RTP/SAVPF 96",
+    ]
+    assert "a=mid:d" in text and "a=mid:1" in text and "a=group:BUNDLE 0\r\n" in text

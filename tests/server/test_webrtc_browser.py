@@ -131,3 +131,22 @@ async def test_browser_answers_our_offer(bound: ControlClient, tmp_path: Path) -
             assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
     finally:
         await phone.stop()
+
+
+async def test_browser_offer_with_video_and_data_channel(
+    bound: ControlClient, tmp_path: Path
+) -> None:
+    """Only the audio section is accepted; video and data are answered rejected, in place."""
+    phone = await phone_leg(bound)
+    try:
+        async with chromium(tmp_path, BROWSER_TONE_HZ) as page:
+            offer = await call(page, "makeOffer", True)
+            assert "m=video" in offer and "m=application" in offer
+            result = await bound.result("endpoint.create_from_offer", {"sdp": offer})
+            assert "m=video 0 " in result["sdp_answer"]
+            await call(page, "acceptAnswer", result["sdp_answer"])
+            await connected(bound, result["endpoint_id"])
+            await browser_hears(page, PHONE_TONE_HZ)
+            assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
+    finally:
+        await phone.stop()

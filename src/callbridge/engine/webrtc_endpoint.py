@@ -28,8 +28,10 @@ from callbridge.engine.webrtc_transport import WebRtcEvents, WebRtcTransport
 from callbridge.media import sdp
 from callbridge.media.dtls import local_certificate
 from callbridge.media.ice_lite import IceLite
+from callbridge.media.sdp import SdpError
 from callbridge.media.webrtc_sdp import (
     LocalWebRtc,
+    OfferedSection,
     WebRtcParameters,
     parse_webrtc,
     write_webrtc_sdp,
@@ -64,6 +66,9 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
         self._mid = "0"
         self._sdp_direction = "sendrecv"
         self._version = 1
+        self._sections: tuple[OfferedSection, ...] = ()
+        """The m-sections of the peer's offer; the ones other than our audio are rejected."""
+        self._audio_index = 0
         self.failure: str | None = None
         """Why the endpoint failed for good (handshake, fingerprint); None while it has not."""
         self._consent_lost = False
@@ -84,10 +89,15 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
         await endpoint._open()
         try:
             endpoint._mid = parameters.mid or "0"
+            endpoint._sections = parameters.sections
+            endpoint._audio_index = parameters.audio_index or 0
             endpoint._sdp_direction = _ANSWER_DIRECTION.get(offer.direction, "sendrecv")
             endpoint._setup = "active" if parameters.setup == "passive" else "passive"
             endpoint._negotiated(codecs, offer, parameters)
             return endpoint, endpoint._write(endpoint.codecs)
+        except SdpError as error:
+            endpoint.close()
+            raise endpoint_error(f"Cannot answer this WebRTC offer: {error}") from None
         except BaseException:
             endpoint.close()
             raise
@@ -129,6 +139,8 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             version=self._version,
             mid=self._mid,
             direction=self._sdp_direction,
+            offered=self._sections,
+            audio_index=self._audio_index,
         )
 
     def _negotiated(

@@ -9,18 +9,38 @@ section: ICE-lite with one host candidate, DTLS-SRTP (`UDP/TLS/RTP/SAVPF`), rtcp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from callbridge.media.sdp import Codec, SdpError, codec_lines
 
-__all__ = ["SETUP_ROLES", "LocalWebRtc", "WebRtcParameters", "parse_webrtc", "write_webrtc_sdp"]
+__all__ = [
+    "MAX_SECTIONS",
+    "SETUP_ROLES",
+    "LocalWebRtc",
+    "OfferedSection",
+    "WebRtcParameters",
+    "parse_webrtc",
+    "write_webrtc_sdp",
+]
 
 SETUP_ROLES: Final = frozenset({"actpass", "active", "passive"})
+MAX_SECTIONS: Final = 16
+"""m-sections of an offer that are kept (and answered); a voice offer has one."""
 _PRODUCT: Final = "callbridge"
 _TOKEN_CHARACTERS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/-_.:#=~!"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedSection:
+    """One m-section of an offer, as the answer must mirror it (others than ours: rejected)."""
+
+    kind: str
+    protocol: str
+    format: str
+    mid: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +55,10 @@ class WebRtcParameters:
     setup: str | None = None
     mid: str | None = None
     ice_lite: bool = False
+    sections: tuple[OfferedSection, ...] = ()
+    """Every m-section in order (at most `MAX_SECTIONS`)."""
+    audio_index: int | None = None
+    """Which of `sections` is the audio one these attributes are from."""
 
 
 def parse_webrtc(text: str) -> WebRtcParameters:
@@ -42,14 +66,24 @@ def parse_webrtc(text: str) -> WebRtcParameters:
     session: dict[str, str] = {}
     audio: dict[str, str] = {}
     section: dict[str, str] | None = session
-    seen_audio = False
+    sections: list[OfferedSection] = []
+    audio_index: int | None = None
     for raw_line in text.split("\n"):
         line = raw_line.strip()
         if line.startswith("m="):
-            is_audio = line[2:].split(" ", 1)[0].lower() == "audio"
-            section = audio if is_audio and not seen_audio else None
-            seen_audio = seen_audio or is_audio
-        elif line.startswith("a=") and section is not None:
+            fields = line[2:].split()
+            kind = fields[0].lower() if fields else ""
+            is_ours = kind == "audio" and audio_index is None
+            if is_ours:
+                audio_index = len(sections)
+            section = audio if is_ours else None
+            if len(sections) < MAX_SECTIONS:
+                protocol = fields[2] if len(fields) > 2 else "RTP/AVP"
+                sections.append(OfferedSection(kind, protocol, " ".join(fields[3:4]) or "0", None))
+        elif line.startswith("a=") and sections and line[2:6].lower() == "mid:":
+            if sections[-1].mid is None:
+                sections[-1] = replace(sections[-1], mid=line[6:].strip())
+        if line.startswith("a=") and section is not None:
             name, _, value = line[2:].partition(":")
             section.setdefault(name.strip().lower(), value.strip())
     merged = {**session, **audio}
@@ -67,6 +101,8 @@ def parse_webrtc(text: str) -> WebRtcParameters:
         setup=setup if setup in SETUP_ROLES else None,
         mid=audio.get("mid") or None,
         ice_lite="ice-lite" in session,
+        sections=tuple(sections),
+        audio_index=audio_index,
     )
 
 
@@ -99,8 +135,14 @@ def write_webrtc_sdp(
     mid: str = "0",
     direction: str = "sendrecv",
     ptime_ms: int = 20,
+    offered: Sequence[OfferedSection] = (),
+    audio_index: int = 0,
 ) -> str:
-    """One bundled audio section (CRLF line endings) with our host candidate on `address`."""
+    """One bundled audio section (CRLF line endings) with our host candidate on `address`.
+
+    In an answer, `offered` are the offer's m-sections and `audio_index` the one we take; the
+    others are answered rejected (port 0), in their places, as offer/answer requires.
+    """
     for value, what in (
         (address, "address"),
         (local.ice_ufrag, "ice-ufrag"),
@@ -122,6 +164,11 @@ def write_webrtc_sdp(
         f"a=group:BUNDLE {mid}",
         "a=ice-lite",
         "a=msid-semantic: WMS callbridge",
+    ]
+    rejected = [section for index, section in enumerate(offered) if index != audio_index]
+    for section in rejected[:audio_index]:
+        lines += _rejected(section, address_type, address)
+    lines += [
         f"m=audio {port} UDP/TLS/RTP/SAVPF {payload_types}".rstrip(),
         f"c=IN {address_type} {address}",
         f"a=mid:{mid}",
@@ -139,6 +186,24 @@ def write_webrtc_sdp(
     lines += [
         f"a=msid:callbridge audio-{local.ssrc:08x}",
         f"a=ssrc:{local.ssrc} cname:{local.cname}",
-        "",
     ]
-    return "\r\n".join(lines)
+    for section in rejected[audio_index:]:
+        lines += _rejected(section, address_type, address)
+    return "\r\n".join([*lines, ""])
+
+
+def _rejected(section: OfferedSection, address_type: str, address: str) -> list[str]:
+    for value, what in (
+        (section.kind, "media"),
+        (section.protocol, "protocol"),
+        (section.format, "format"),
+    ):
+        _check_token(value, what)
+    lines = [
+        f"m={section.kind} 0 {section.protocol} {section.format}",
+        f"c=IN {address_type} {address}",
+    ]
+    if section.mid is not None:
+        _check_token(section.mid, "mid")
+        lines.append(f"a=mid:{section.mid}")
+    return [*lines, "a=inactive"]
