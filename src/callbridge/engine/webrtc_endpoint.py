@@ -28,7 +28,6 @@ from callbridge.engine.webrtc_transport import WebRtcEvents, WebRtcTransport
 from callbridge.media import sdp
 from callbridge.media.dtls import local_certificate
 from callbridge.media.ice_lite import IceLite
-from callbridge.media.sdp import SdpError
 from callbridge.media.webrtc_sdp import (
     LocalWebRtc,
     OfferedSection,
@@ -95,7 +94,7 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             endpoint._setup = "active" if parameters.setup == "passive" else "passive"
             endpoint._negotiated(codecs, offer, parameters)
             return endpoint, endpoint._write(endpoint.codecs)
-        except SdpError as error:
+        except sdp.SdpError as error:
             endpoint.close()
             raise endpoint_error(f"Cannot answer this WebRTC offer: {error}") from None
         except BaseException:
