@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
 # Debian packages that the test suite drives as real peers (installed only when missing).
-SYSTEM_PACKAGES ?= chromium
+SYSTEM_PACKAGES ?= ffmpeg espeak-ng chromium
 
 .PHONY: run test lint typecheck bench system-deps clean
 
@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 # Capacity side by side with rtpengine (installs Debian's rtpengine-daemon if missing), then
 # RTVBP calls per worker. Figures only; see docs/performance.md.
 bench: $(STAMP)
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
 

@@ -47,21 +47,29 @@ def test_frame_fifo_pops_once_per_tick_and_trims_latency() -> None:
     assert fifo.take(1, 1.0) is None
     fifo.append(b"a", 1.005)
     fifo.append(b"b", 1.015)
-    assert fifo.take(2, 1.02) == b"a"
-    assert fifo.take(2, 1.02) == b"a"  # a second mixer in the same tick
-    assert fifo.take(3, 1.04) == b"b"
-    fifo.append(b"late", 1.0598)  # arrived within the margin before the tick at 1.06
-    assert fifo.take(4, 1.06) is None
-    assert fifo.take(5, 1.08) == b"late"
-    fifo.append(b"tone", 1.10)  # pushed during the tick itself
-    assert fifo.take(6, 1.10) == b"tone"
-    fifo.append(b"x", 1.105)
-    for tick in range(7, 70):  # one spare frame, kept for a while, then dropped
-        time = 1.10 + (tick - 6) * 0.02
+    assert fifo.take(2, 1.02) is None  # a new input from the network starts a tick later
+    assert fifo.take(3, 1.04) == b"a"
+    assert fifo.take(3, 1.04) == b"a"  # a second mixer in the same tick
+    assert fifo.take(4, 1.06) == b"b"
+    fifo.append(b"late", 1.0798)  # arrived within the margin before the tick at 1.08
+    assert fifo.take(5, 1.08) is None
+    assert fifo.take(6, 1.10) == b"late"  # one idle tick is no restart: not held
+    fifo.append(b"tone", 1.12)  # pushed during the tick itself
+    assert fifo.take(7, 1.12) == b"tone"
+    fifo.append(b"x", 1.125)
+    fifo.append(b"x", 1.126)
+    for tick in range(8, 70):  # two spare frames, kept for a while, then one dropped
+        time = 1.12 + (tick - 7) * 0.02
         fifo.append(b"x", time - 0.015)
         fifo.take(tick, time)
     assert fifo.dropped == 1
-    assert len(fifo._frames) == 0
+    assert len(fifo._frames) == 1  # one spare frame stays: it absorbs the next late packet
+
+
+def test_frame_fifo_starts_a_tone_at_once() -> None:
+    fifo = FrameFifo()
+    fifo.append(b"tone", 1.0)  # pushed during the tick: a source on the clock is not held
+    assert fifo.take(1, 1.0) == b"tone"
 
 
 async def legs(session: MediaSession, *codecs: str) -> list[RtpPeer]:

@@ -27,7 +27,7 @@ async def rtp_leg(
 
 
 async def activate(first: RtpPeer, second: RtpPeer, types: tuple[int, int] = (0, 0)) -> None:
-    """Each peer sends one packet (the engine sends nothing to a peer that has not sent)."""
+    """Each peer sends one packet (its source is learned), then both inboxes are emptied."""
     first.send(b"\xff" * 160, types[0])
     await asyncio.sleep(0.02)
     second.send(b"\xff" * 160, types[1])

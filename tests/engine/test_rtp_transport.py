@@ -182,7 +182,7 @@ def rtp(
 
 
 async def activate(transport: RtpTransport, recorder: Recorder, peer: Peer, seq: int = 0) -> None:
-    """The peer sends one RTP packet, which opens the transport's NAT guard."""
+    """The peer sends one RTP packet: the transport learns its SSRC and source address."""
     peer.send(rtp(seq), ("127.0.0.1", transport.local_port))
     await recorder.next()
 
@@ -218,16 +218,15 @@ async def test_exhaustion_and_reuse_through_transports(harness: Harness) -> None
 # ---------------------------------------------------------------------------- send
 
 
-async def test_nothing_is_sent_before_the_peer_has_sent(harness: Harness) -> None:
-    transport, recorder = await harness.transport()
+async def test_sending_starts_at_once_to_the_sdp_address(harness: Harness) -> None:
+    """A receive-only peer (a recorder, a gateway waiting for media) never sends first."""
+    transport, _ = await harness.transport()
     peer = await harness.peer()
+    assert transport.send(b"early", 0, 1) is False  # no target yet
     transport.set_remote(peer.address, None, rtcp_mux=True)
-    assert transport.send(b"early", 0, 1) is False
-    transport.tick(harness.clock.value + 60)  # no RTCP either
-    assert transport.sent_packets == 0 and transport.rtcp_packets_sent == 0
+    transport.tick(harness.clock.value + 60)  # no RTCP before any RTP either way
+    assert transport.rtcp_packets_sent == 0 and transport.stream.remote_ssrc is None
 
-    await activate(transport, recorder, peer)
-    assert transport.stream.remote_ssrc == 0x1234
     assert transport.send(b"\x01\x02\x03", 8, 0x1_0000_0005, marker=True) is True
     packet = parse_rtp(await peer.receive())  # the first datagram is this one: nothing earlier
     assert packet.payload_type == 8 and packet.marker

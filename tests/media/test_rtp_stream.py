@@ -62,23 +62,30 @@ def test_the_packet_is_a_view_of_the_datagram() -> None:
     assert stream.remote_ssrc == 0x1234
 
 
-def test_the_send_guard_holds_until_the_peer_has_sent() -> None:
+def test_rtp_goes_to_the_sdp_address_at_once_and_rtcp_once_rtp_flowed() -> None:
+    """A receive-only peer (a recorder, a gateway waiting for media) never sends first."""
     stream, rtp_wire, rtcp_wire = stream_and_wires()
+    assert stream.send(b"early", 0, 1) is False  # no target yet
     stream.set_remote(PEER, None, rtcp_mux=False)
-    assert stream.send(b"early", 0, 1) is False
     stream.tick(START + 60)
-    assert rtp_wire.sent == [] and rtcp_wire.sent == [] and stream.sent_packets == 0
+    assert rtcp_wire.sent == []  # nothing to report before RTP flowed either way
 
-    stream.receive_rtp(rtp(1), PEER, START + 1)
     assert stream.send(b"\x01\x02", 8, 0x1_0000_0005, marker=True)
     ((datagram, target),) = rtp_wire.sent
     packet = parse_rtp(datagram)
-    assert target == PEER
+    assert target == PEER and stream.remote_ssrc is None
     assert (packet.payload_type, packet.marker, packet.timestamp) == (8, True, 5)
     assert packet.ssrc == stream.ssrc and bytes(packet.payload) == b"\x01\x02"
     stream.send(b"\x03", 8, 165)
     assert parse_rtp(rtp_wire.sent[1][0]).sequence == (packet.sequence + 1) & 0xFFFF
     assert stream.stats(START + 1)["outbound"] == {"packets": 2, "bytes": 3}
+    stream.tick(START + 120)  # a sender now: its SR goes out
+    ((report, rtcp_target),) = rtcp_wire.sent
+    assert rtcp_target == (PEER[0], PEER[1] + 1)
+    assert isinstance(parse_rtcp(report)[0], SenderReport)
+
+    stream.close(START + 121)
+    assert stream.send(b"late", 0, 325) is False
 
 
 def test_symmetric_rtp_latches_within_the_window_then_counts() -> None:

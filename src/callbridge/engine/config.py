@@ -54,6 +54,11 @@ class EngineConfig:
     """How long a parked incoming call waits for `session.attach` before it is hung up."""
     rtvbp_initialize_timeout_s: float = 10.0
     """How long an incoming voice peer may take to send `session.initialize`."""
+    # Voice activity detection (vad.start).
+    vad_detector: str = "webrtc"
+    """Detector used when vad.start names none: "webrtc" or "silero"."""
+    vad_silero_model: Path | None = None
+    """The Silero ONNX model file; None finds the one an installed package ships."""
     # WebRTC endpoints
     webrtc_consent_timeout_s: float = 30.0
     """A connected WebRTC endpoint is `disconnected` after this long without a valid ICE check

@@ -176,6 +176,16 @@ class Endpoint:
         """This endpoint as a call in session.list (RTVBP legs); None for other kinds."""
         return None
 
+    @property
+    def stats_codec(self) -> str:
+        """The codec the `stats` event reports ("" before negotiation)."""
+        return self.codec or ""
+
+    def stats(self) -> dict[str, object]:
+        """The `stats` event's measured part: `inbound`, `outbound` and `rtt_ms` as RTP kinds
+        measure them; an empty dict reports zero counters and no RTT."""
+        return {}
+
     def packet_counters(self) -> tuple[int, int]:
         """(malformed, unexpected-source) inbound datagrams so far, for the metrics."""
         return (0, 0)

@@ -154,6 +154,10 @@ class FileEndpoint(Endpoint):
     def source_rate(self) -> int:
         return FILE_SAMPLE_RATE
 
+    @property
+    def stats_codec(self) -> str:
+        return f"pcm/{FILE_SAMPLE_RATE}Hz"
+
     def started(self) -> None:
         """The endpoint is in its session: start the download of a URL source."""
         if self._url is not None and self._download is None:

@@ -24,9 +24,10 @@ from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.engine.rtp_transport import RtpTransport
 from callbridge.media import codecs as media_codecs
 from callbridge.media import sdp
-from callbridge.media.codecs import CodecSpec, Decoder, create_decoder
+from callbridge.media.codecs import CodecSpec, Decoder, create_decoder, packet_duration_ms
 from callbridge.media.errors import MediaError
 from callbridge.media.jitter import JitterBuffer
+from callbridge.media.pcm import SAMPLE_BYTES
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.telephone_event import DtmfDetector
 
@@ -71,6 +72,8 @@ class RtpEndpoint(Endpoint):
         """The source whose packets this endpoint currently forwards by passthrough."""
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
+        self._packet_samples = 0
+        """Samples of the last decoded packet: what a lost packet is concealed with."""
 
     # -- creation and negotiation --------------------------------------------------------------
 
@@ -164,9 +167,11 @@ class RtpEndpoint(Endpoint):
         )
         clock_rate = self.send_spec.clock_rate if self.send_spec else 8000
         self._detector = DtmfDetector(clock_rate)
-        self._format = None if self.send_spec is None else OutputFormat(self.send_spec)
+        self._format = None
         if self.send_spec is not None:
-            self.output.step = self.send_spec.timestamp_step
+            packet_ms = packet_duration_ms(self.send_spec, remote.ptime_ms, remote.maxptime_ms)
+            self._format = OutputFormat(self.send_spec, packet_ms)
+            self.output.set_packet(self._format.timestamp_step, packet_ms / 1000)
         self._decoder = None
         rtcp = None
         if remote.rtcp_port and remote.connection_address:
@@ -265,11 +270,12 @@ class RtpEndpoint(Endpoint):
         for _, packet in released:
             try:
                 if packet is None:
-                    pcm = decoder.conceal(chain.frame_samples)
+                    pcm = decoder.conceal(self._packet_samples or chain.frame_samples)
                 elif packet.payload_type != spec.payload_type:
                     continue
                 else:
                     pcm = decoder.decode(bytes(packet.payload))
+                    self._packet_samples = len(pcm) // SAMPLE_BYTES
             except MediaError:
                 self.metrics.transcode_errors_total += 1
                 continue

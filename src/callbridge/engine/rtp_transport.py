@@ -1,8 +1,8 @@
 """The UDP shell of one plain RTP endpoint: its even/odd port pair around an `RtpStream`.
 
 `RtpTransport` owns the sockets; the stream (callbridge.media.rtp_stream) holds everything else
-that every plain RTP endpoint needs below routing: RTCP demux, RTP parse, symmetric-RTP learning,
-the no-send-before-the-peer-sent guard, own SSRC and sequence numbers, reception stats,
+that every plain RTP endpoint needs below routing: RTCP demux, RTP parse, symmetric-RTP learning
+(sending starts at once to the SDP's address), own SSRC and sequence numbers, reception stats,
 RTCP SR/BYE/RTT and RFC 4733 digit injection. The engine's RtpEndpoint wraps the transport.
 SRTP is not implemented; it would sit between the stream and the sockets.
 

@@ -126,6 +126,8 @@ class MediaSession:
         """Session variables: RTVBP applications read and write them (session.get/set)."""
         self.observers: list[SessionObserver] = []
         self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
+        self.vad_active: set[str] = set()
+        """Endpoints with voice activity detection running (kept by the VAD monitors)."""
         context.clock.add(self._on_tick)
 
     # -- binding and events ------------------------------------------------------------------
@@ -185,7 +187,7 @@ class MediaSession:
             "created_at": _rfc3339(self.created_at),
             "endpoints": [endpoint.info() for endpoint in self.endpoints.values()],
             "recordings": [],
-            "vad_active": [],
+            "vad_active": sorted(self.vad_active),
         }
 
     # -- endpoint bookkeeping (the host interface) -------------------------------------------

@@ -61,6 +61,10 @@ class ToneEndpoint(Endpoint):
     def source_rate(self) -> int:
         return self._rate
 
+    @property
+    def stats_codec(self) -> str:
+        return f"tone/{self._rate}Hz"
+
     def tick(self, now: float) -> None:
         if self.state != "playing":
             return

@@ -16,6 +16,9 @@ can set 0-1 (`create_encoder(..., opus_complexity=...)`) and halve the encoder's
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+from pathlib import Path
 from typing import Any, Final
 
 import av
@@ -36,9 +39,43 @@ OPUS_COMPLEXITY: Final = 5
 OPUS_FRAME_DURATIONS_MS: Final = (10, 20, 40, 60)
 """Opus frame durations an encoder can be created for (whole milliseconds only)."""
 
-# A TOC-only Opus packet (CELT fullband 20 ms, mono, one frame of zero length) is how a lost
-# frame is signalled to libopus: it runs its packet-loss concealment for that duration.
-_OPUS_LOST_PACKET: Final = b"\xf8"
+_CODEC_THREADS: Final = 1
+"""Threads per codec context and per filter graph: one. libav's default starts one per core
+for audio frames far too small to split; hundreds of streams would mean thousands of threads."""
+
+
+def _loaded_libavutil() -> list[str]:
+    """Paths of the libavutil that PyAV loaded (its bundled copy or the system's)."""
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        found = {line.split()[-1] for line in maps.read_text().splitlines() if "libavutil" in line}
+        if found:
+            return sorted(found)
+    name = ctypes.util.find_library("avutil")
+    return [name] if name else []
+
+
+def _limit_libav_threads() -> None:
+    """Make libav's "one thread per core" default mean one thread in this process.
+
+    Setting `thread_count` covers codec contexts only: PyAV encodes G.722 and Opus through a
+    filter graph that re-chunks frames, and that graph takes the core count from libavutil,
+    which PyAV gives no setting for. `av_cpu_force_count` is libavutil's own override (as
+    ffmpeg's -cpucount). Without a loadable libavutil nothing changes.
+    """
+    for path in _loaded_libavutil():
+        try:
+            ctypes.CDLL(path).av_cpu_force_count(ctypes.c_int(_CODEC_THREADS))
+        except (OSError, AttributeError):
+            continue
+
+
+_limit_libav_threads()
+
+# A TOC-only Opus packet (CELT fullband, mono, one frame of zero length) is how a lost frame is
+# signalled to libopus: it runs its packet-loss concealment for the TOC's duration.
+_OPUS_LOST_PACKETS: Final = ((960, b"\xf8"), (480, b"\xf0"), (240, b"\xe8"), (120, b"\xe0"))
+"""(samples at 48000 Hz, TOC) for 20, 10, 5 and 2.5 ms, longest first."""
 
 
 def _frame_pcm(frame: Any) -> bytes:
@@ -72,6 +109,7 @@ class _AvEncoder:
     def _open(self) -> Any:
         try:
             context: Any = av.CodecContext.create(self.codec_name, "w")
+            context.thread_count = _CODEC_THREADS
             context.sample_rate = self.sample_rate
             context.layout = "mono"
             context.format = "s16"
@@ -154,6 +192,7 @@ class _AvDecoder:
     def _open(self) -> Any:
         try:
             context: Any = av.CodecContext.create(self.codec_name, "r")
+            context.thread_count = _CODEC_THREADS
             context.sample_rate = self.sample_rate
             context.layout = "mono"
             context.open()
@@ -215,12 +254,21 @@ class OpusDecoder(_AvDecoder):
         super().__init__("libopus", OPUS_SAMPLE_RATE)
 
     def conceal(self, samples: int) -> bytes:
-        """`samples` samples in place of lost audio, from libopus's own packet-loss concealment."""
+        """`samples` samples in place of lost audio, from libopus's own packet-loss concealment.
+
+        Concealed in 20, 10, 5 and 2.5 ms steps, so a lost packet of any Opus duration costs
+        the decoder exactly that much audio (the last step is cut if `samples` is no multiple).
+        """
         chunks: list[bytes] = []
         produced = 0
         while produced < samples:
+            remaining = samples - produced
+            lost_packet = next(
+                (toc for length, toc in _OPUS_LOST_PACKETS if length <= remaining),
+                _OPUS_LOST_PACKETS[-1][1],
+            )
             try:
-                chunk = self._decode_packet(av.Packet(_OPUS_LOST_PACKET))
+                chunk = self._decode_packet(av.Packet(lost_packet))
             except CodecError:
                 break
             if not chunk:

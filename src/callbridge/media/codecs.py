@@ -19,6 +19,7 @@ from typing import Final, Literal, Protocol
 from callbridge.media import g711
 from callbridge.media.avcodecs import (
     OPUS_COMPLEXITY,
+    OPUS_FRAME_DURATIONS_MS,
     G722Decoder,
     G722Encoder,
     OpusDecoder,
@@ -132,6 +133,22 @@ def codec_by_rtpmap(encoding: str, payload_type: int | None = None) -> CodecSpec
     if payload_type is not None and payload_type != spec.payload_type:
         spec = spec.with_payload_type(payload_type)
     return spec
+
+
+PACKET_DURATIONS_MS: Final = (10, 20, 30, 40, 50, 60)
+"""Packet durations callbridge sends G.711, G.722 and L16 in; Opus uses its frame durations."""
+
+
+def packet_duration_ms(spec: CodecSpec, ptime_ms: int | None, maxptime_ms: int | None) -> int:
+    """The packet duration (ms) to send `spec` in to a peer whose SDP says `a=ptime` and
+    `a=maxptime` (None when absent): the longest supported one up to the ptime (20 ms without
+    one) and never above the maxptime; the shortest supported one if none fits."""
+    wanted = ptime_ms or DEFAULT_PTIME_MS
+    if maxptime_ms:
+        wanted = min(wanted, maxptime_ms)
+    supported = OPUS_FRAME_DURATIONS_MS if spec.name.lower() == "opus" else PACKET_DURATIONS_MS
+    fitting = [duration for duration in supported if duration <= wanted]
+    return max(fitting) if fitting else supported[0]
 
 
 class Encoder(Protocol):

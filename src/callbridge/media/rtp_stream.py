@@ -7,10 +7,11 @@ the figures it carries, queueing BYEs for `take_goodbyes`. Packets go out throug
 to its sockets' `sendto` (a security layer such as SRTP would wrap them). `tick(now)` sends due
 digit packets and RTCP reports.
 
-It holds symmetric-RTP latching (the target follows the peer's source during a learning window,
-later sources are only counted), the send guard, our SSRC and sequence numbers, reception
-stats, RTCP SR/BYE and the round-trip time, RFC 4733 digit pacing and the counters. It reads no
-clock: every time is passed in, in seconds on one monotonic clock; NTP timestamps are that
+It holds symmetric-RTP latching (sending starts at once to the SDP's address; the target
+follows the peer's source during a learning window, later sources are only counted), the send
+guard, our SSRC and sequence numbers, reception stats, RTCP SR/BYE and the round-trip time,
+RFC 4733 digit pacing and the counters. It reads no clock: every time is passed in, in seconds
+on one monotonic clock; NTP timestamps are that
 clock plus `unix_offset`.
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Final
 
 from callbridge.media import rtcp
 from callbridge.media.errors import MediaError
+from callbridge.media.reception import ReceptionStats
 from callbridge.media.rtp import (
     RTP_FIXED_HEADER,
     RTP_MARKER,
@@ -131,7 +133,7 @@ class RtpStream:
         self._clock_rate = DEFAULT_CLOCK_RATE
         self._event_payload_type = -1
         self._remote_ssrc: int | None = None
-        self._reception: rtcp.ReceptionStats | None = None
+        self._reception: ReceptionStats | None = None
         self._lost_by_earlier_sources = 0
         self._last_received = 0.0
         self._last_timestamp: int | None = None
@@ -204,13 +206,16 @@ class RtpStream:
     def _apply_send_guard(self) -> None:
         """The send guard, the one place that decides whether anything may go out.
 
-        Nothing is sent before the peer has sent RTP (until then its NAT binding may not exist
-        and its real source is unknown) or after close. The destinations are the targets while
-        sending is allowed, else None; `send` and the RTCP reports only read them.
+        RTP goes to the target from the start: the SDP's address until a packet of the peer
+        moves it (a receive-only peer, a recorder or a gateway waiting for media never sends
+        first). RTCP waits until RTP has flowed either way, so it has something to report.
+        Nothing goes out after close. The destinations are the targets while sending is
+        allowed, else None; `send` and the RTCP reports only read them.
         """
-        allowed = self._remote_ssrc is not None and not self._closed
-        self._rtp_destination = self._rtp_target if allowed else None
-        self._rtcp_destination = self._rtcp_target if allowed else None
+        open_ = not self._closed
+        in_contact = self._remote_ssrc is not None or self.sent_packets > 0
+        self._rtp_destination = self._rtp_target if open_ else None
+        self._rtcp_destination = self._rtcp_target if open_ and in_contact else None
 
     # ------------------------------------------------------------------ inbound
 
@@ -260,7 +265,7 @@ class RtpStream:
         if self._reception is not None:
             self._lost_by_earlier_sources += max(self._reception.cumulative_lost, 0)
         self._remote_ssrc = ssrc
-        self._reception = rtcp.ReceptionStats(ssrc, self._clock_rate)
+        self._reception = ReceptionStats(ssrc, self._clock_rate)
         self._apply_send_guard()
 
     def receive_rtcp(self, data: bytes, arrival: float) -> None:
@@ -322,6 +327,8 @@ class RtpStream:
         )
         self.transmit_rtp(header + payload, destination)
         self.sent_packets += 1
+        if self.sent_packets == 1:
+            self._apply_send_guard()  # RTP has flowed: RTCP may go out too
         self.sent_bytes += len(payload)
         self._last_timestamp = timestamp
         return True

@@ -148,6 +148,8 @@ class SessionDescription(msgspec.Struct, frozen=True):
     rtcp_port: int | None = None
     direction: str = "sendrecv"
     ptime_ms: int | None = None
+    maxptime_ms: int | None = None
+    """`a=maxptime`: the longest packet the peer takes, ms (RFC 4566 section 6)."""
     webrtc: bool = False
 
     @property
@@ -217,6 +219,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
     session_direction: str | None = None
     media_direction: str | None = None
     ptime_ms: int | None = None
+    maxptime_ms: int | None = None
     for raw_line in text.split("\n"):
         line = raw_line.strip()
         kind = line[:2]
@@ -249,6 +252,8 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
                     media_direction = name
                 elif name == "ptime":
                     ptime_ms = _small_int(value.strip().split(".", 1)[0], 10_000) or ptime_ms
+                elif name == "maxptime":
+                    maxptime_ms = _small_int(value.strip().split(".", 1)[0], 10_000) or maxptime_ms
             elif section == "session" and name in _DIRECTIONS:
                 session_direction = name
         elif kind == "m=":
@@ -301,6 +306,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
         rtcp_port=rtcp_port,
         direction=media_direction or session_direction or "sendrecv",
         ptime_ms=ptime_ms,
+        maxptime_ms=maxptime_ms,
         webrtc=webrtc,
     )
 

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     critical_event_channel_size: int = Field(64, gt=0)
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
+    # Voice activity detection (vad.start).
+    vad_detector: Literal["webrtc", "silero"] = "webrtc"
+    """Detector used when vad.start names none."""
+    vad_silero_model: Path | None = None
+    """The Silero ONNX model file; unset finds the one an installed package ships."""
 
     # WebRTC endpoints.
     webrtc_consent_timeout_secs: float = Field(30, ge=5, le=300)
@@ -254,6 +259,8 @@ class Settings(BaseSettings):
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
             opus_complexity=self.opus_complexity,
+            vad_detector=self.vad_detector,
+            vad_silero_model=self.vad_silero_model,
             webrtc_consent_timeout_s=self.webrtc_consent_timeout_secs,
         )
 

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import msgspec
 
+from callbridge.media.telephone_event import DIGITS
 from callbridge.server.errors import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -148,7 +149,6 @@ U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 U64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 """rtpbridge says u64; msgspec bounds stop at the int64 maximum, which no real value reaches."""
 ToneKind = Literal["ringback", "ringing", "busy", "beep", "sine"]
-DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 
 
 class AttachParams(msgspec.Struct):
@@ -223,7 +223,7 @@ class DtmfInjectParams(msgspec.Struct):
     def __post_init__(self) -> None:
         if len(self.digit) != 1:
             raise ValueError("digit must be exactly one character")
-        if self.digit.upper() not in DTMF_DIGITS:
+        if self.digit.upper() not in DIGITS:
             raise ValueError(f"invalid DTMF digit {self.digit!r}: expected one of 0-9, *, #, A-D")
         self.digit = self.digit.upper()
         if not 1 <= self.duration_ms <= 10000:

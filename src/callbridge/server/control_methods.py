@@ -16,14 +16,14 @@ from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
+from callbridge.server import control_stats as stats
+from callbridge.server import control_vad as vad
 from callbridge.server import control_webrtc as webrtc
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
     ENDPOINT_ERROR,
     RECORDING_ERROR,
-    STATS_ERROR,
     UNKNOWN_METHOD,
-    VAD_ERROR,
     ControlError,
 )
 
@@ -55,6 +55,10 @@ METHODS: Final[Mapping[str, Handler]] = {
     "session.variables.set": rtvbp.variables_set,
     "calls.subscribe": rtvbp.calls_subscribe,
     "calls.unsubscribe": rtvbp.calls_unsubscribe,
+    "vad.start": vad.vad_start,
+    "vad.stop": vad.vad_stop,
+    "stats.subscribe": stats.stats_subscribe,
+    "stats.unsubscribe": stats.stats_unsubscribe,
     "endpoint.ice_restart": webrtc.ice_restart,
 }
 
@@ -63,10 +67,6 @@ NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
     "endpoint.transfer": ENDPOINT_ERROR,
     "recording.start": RECORDING_ERROR,
     "recording.stop": RECORDING_ERROR,
-    "vad.start": VAD_ERROR,
-    "vad.stop": VAD_ERROR,
-    "stats.subscribe": STATS_ERROR,
-    "stats.unsubscribe": STATS_ERROR,
 }
 """rtpbridge methods not served yet, with the code of their family, so clients get a stable
 answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
