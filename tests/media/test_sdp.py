@@ -24,6 +24,7 @@ from callbridge.media.sdp import (
     telephone_event_codec,
     write_sdp,
 )
+from callbridge.media.srtp import SUITES, SrtpError
 
 PHONE_OFFER = (
     "v=0\r\n"
@@ -246,7 +247,7 @@ def test_osrtp_offer_and_answer() -> None:
     offer = parse_sdp(text)
     assert offer.osrtp
     assert offer.crypto == Crypto(2, KEY_TEXT)
-    assert offer.crypto.master_key() == KEY
+    assert offer.crypto.key().master == KEY
     answer = write_sdp(
         address="10.0.0.1",
         port=20000,
@@ -266,26 +267,40 @@ def test_savp_offer_is_srtp_not_osrtp() -> None:
     assert not offer.osrtp
 
 
-def test_last_supported_crypto_line_wins() -> None:
+def test_last_aes_cm_80_line_wins_over_other_suites() -> None:
     other = base64.b64encode(bytes(30)).decode()
     text = (
         "m=audio 4000 RTP/SAVP 0\n"
-        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
-        f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{other}\n"
-        f"a=crypto:3 AES_256_CM_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
-        f"a=crypto:4 AES_CM_128_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
-        "a=crypto:5 AES_CM_128_HMAC_SHA1_80 notinline\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
+        f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
+        f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{other}\n"
+        f"a=crypto:4 AES_256_CM_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
+        f"a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
+        "a=crypto:6 AES_CM_128_HMAC_SHA1_80 notinline\n"
     )
-    assert parse_sdp(text).crypto == Crypto(2, other)
+    assert parse_sdp(text).crypto == Crypto(3, other)
+
+
+def test_first_other_supported_suite_is_taken_without_aes_cm_80() -> None:
+    gcm_key = base64.b64encode(bytes(28)).decode()
+    text = (
+        "m=audio 4000 RTP/SAVP 0\n"
+        f"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
+        f"a=crypto:2 aead_aes_128_gcm inline:{gcm_key}\n"
+        f"a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
+    )
+    crypto = parse_sdp(text).crypto
+    assert crypto == Crypto(2, gcm_key, "AEAD_AES_128_GCM")
+    assert crypto.key().master == bytes(28)
 
 
 def test_crypto_key_decoding_errors() -> None:
-    with pytest.raises(SdpError, match="base64"):
-        Crypto(1, "not*base64").master_key()
-    with pytest.raises(SdpError, match="need 30"):
-        Crypto(1, base64.b64encode(bytes(20)).decode()).master_key()
-    assert Crypto(1, base64.b64encode(bytes(range(32))).decode()).master_key() == bytes(range(30))
-    assert Crypto(1, KEY_TEXT.rstrip("=")).master_key() == KEY
+    with pytest.raises(SrtpError, match="base64"):
+        Crypto(1, "not*base64").key()
+    with pytest.raises(SrtpError, match="need 30"):
+        Crypto(1, base64.b64encode(bytes(20)).decode()).key()
+    assert Crypto(1, base64.b64encode(bytes(range(32))).decode()).key().master == bytes(range(30))
+    assert Crypto(1, KEY_TEXT.rstrip("=")).key().master == KEY
 
 
 def test_garbage_gives_a_neutral_description() -> None:
@@ -451,3 +466,33 @@ def test_written_sdp_parses_back(
     assert parsed.protocol == ("RTP/SAVP" if srtp else "RTP/AVP")
     assert not parsed.webrtc
     assert answer_codecs(parsed) == codecs
+
+
+def test_unsupported_crypto_suites_are_reported_and_savp_is_secure() -> None:
+    text = (
+        "m=audio 4000 RTP/SAVPF 0\n"
+        f"a=crypto:1 F8_128_HMAC_SHA1_80 inline:{KEY_TEXT}\n"
+        f"a=crypto:2 AES_256_CM_HMAC_SHA1_32 inline:{KEY_TEXT}\n"
+        "a=crypto:3\n"
+    )
+    offer = parse_sdp(text)
+    assert offer.crypto is None and offer.secure_profile
+    assert offer.unsupported_crypto_suites == ("F8_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32")
+    assert not parse_sdp(PHONE_OFFER).secure_profile
+
+
+@given(
+    st.text(max_size=120)
+    | st.builds(
+        "1 {} inline:{}".format,
+        st.sampled_from([*SUITES, "AES_CM_128_HMAC_SHA1_81"]),
+        st.text("ABCDEFabcdef0123456789+/=*|:", max_size=80),
+    )
+)
+def test_any_crypto_line_parses_and_its_key_fails_only_with_srtp_error(value: str) -> None:
+    offer = parse_sdp("m=audio 4000 RTP/SAVP 0\na=crypto:" + value + "\n")
+    if offer.crypto is not None:
+        try:
+            assert len(offer.crypto.key().master) in (28, 30, 44)
+        except SrtpError:
+            pass

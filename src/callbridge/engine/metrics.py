@@ -29,6 +29,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
         "RTP packets from another address than the peer's after the learning window.",
     ),
     ("clock_skipped_frames", "Media clock frames skipped after a stall."),
+    ("srtp_errors", "SRTP/SRTCP packets dropped: failed authentication, replayed or malformed."),
 )
 
 
@@ -44,6 +45,7 @@ class EngineMetrics:
         self.packets_malformed_total = 0
         """Of endpoints already closed; live ones are added at scrape time (`live_counters`)."""
         self.packets_unexpected_source_total = 0
+        self.srtp_errors_total = 0
         self.sessions_active = 0
         self.endpoints_active = 0
         self.clock_skipped_frames: Callable[[], int] = lambda: 0
@@ -70,6 +72,7 @@ class _EngineCollector(Collector):
             "packets_malformed": metrics.packets_malformed_total + malformed,
             "packets_unexpected_source": metrics.packets_unexpected_source_total + unexpected,
             "clock_skipped_frames": metrics.clock_skipped_frames(),
+            "srtp_errors": metrics.srtp_errors_total,
         }
         for name, documentation in _COUNTERS:
             counter = CounterMetricFamily(_PREFIX + name, documentation)

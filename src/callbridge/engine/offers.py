@@ -18,7 +18,7 @@ from callbridge.engine.session import MediaSession
 from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media import sdp
 
-__all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer"]
+__all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer", "srtp_rekey"]
 
 Answerer = Callable[
     [EndpointHost, sdp.SessionDescription, str, str], Awaitable[tuple[Endpoint, str]]
@@ -40,15 +40,8 @@ class SdpKind:
 
 
 def _plain_rtp(offer: sdp.SessionDescription) -> bool:
-    return not offer.webrtc and (offer.crypto is None or offer.osrtp)
-
-
-async def _rtp_offer(
-    host: EndpointHost, direction: str, codecs: list[str] | None, srtp: bool
-) -> tuple[Endpoint, str]:
-    if srtp:
-        raise endpoint_error("SRTP is not supported yet")
-    return await RtpEndpoint.with_offer(host, direction, codecs)
+    """Plain RTP, with SDES-SRTP when the offer has a=crypto (RTP/SAVP, or RTP/AVP: OSRTP)."""
+    return not offer.webrtc
 
 
 async def _rtp_answer(
@@ -69,7 +62,7 @@ async def _webrtc_offer(
 
 
 SDP_KINDS: Final = (
-    SdpKind("rtp", _plain_rtp, _rtp_answer, _rtp_offer),
+    SdpKind("rtp", _plain_rtp, _rtp_answer, RtpEndpoint.with_offer),
     SdpKind("webrtc", _webrtc, WebRtcEndpoint.answer_offer, _webrtc_offer),
 )
 
@@ -84,7 +77,7 @@ async def create_from_offer(
         offer = sdp.parse_sdp(sdp_text)
         kind = next((kind for kind in SDP_KINDS if kind.answers(offer)), None)
         if kind is None:
-            raise endpoint_error("SRTP (RTP/SAVP with a=crypto) is not supported yet")
+            raise endpoint_error("No endpoint type answers this offer")
         endpoint, answer = await kind.from_offer(session, offer, direction, sdp_text)
         slot.add(endpoint)
     return endpoint.id, answer
@@ -103,3 +96,12 @@ async def create_offer(
         endpoint, offer = await kind.with_offer(session, direction, codecs, srtp)
         slot.add(endpoint)
     return endpoint.id, offer
+
+
+async def srtp_rekey(session: MediaSession, endpoint_id: str) -> str:
+    """`endpoint.srtp_rekey`: new SRTP keys for a plain RTP endpoint; the offer carrying them."""
+    session.touch()
+    endpoint = session.endpoint(endpoint_id)
+    if not isinstance(endpoint, RtpEndpoint) or endpoint.kind != RtpEndpoint.kind:
+        raise endpoint_error("Not a plain RTP endpoint")
+    return endpoint.srtp_rekey()

@@ -7,13 +7,17 @@ jitter buffer (zero delay in order) and decoded once into the endpoint's `Source
 Outbound: `forward` (passthrough) and `deliver` (generated frames) stamp timestamps from the
 endpoint's `OutputStream`; the transport adds our SSRC and sequence numbers.
 
-An OSRTP offer (RTP/AVP with a=crypto) is answered as plain RTP, which RFC 8643 allows.
+SRTP (SDES): an offer with a=crypto, under RTP/SAVP or RTP/AVP (OSRTP), is answered with our
+own key under RTP/SAVP, as rtpbridge does; `with_offer(srtp=True)` offers a key; the transport
+then protects and unprotects every packet (`SdesKeys` decides which key serves which direction).
 Inbound audio in a negotiated codec other than the first (send) codec is dropped on the decoded
 path.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from typing import Final
 
@@ -22,6 +26,7 @@ from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.engine.rtp_transport import RtpTransport
+from callbridge.engine.sdes import SdesKeys
 from callbridge.media import codecs as media_codecs
 from callbridge.media import sdp
 from callbridge.media.codecs import CodecSpec, Decoder, create_decoder, packet_duration_ms
@@ -29,6 +34,7 @@ from callbridge.media.errors import MediaError
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.pcm import SAMPLE_BYTES
 from callbridge.media.rtp import RtpPacket
+from callbridge.media.srtp import SUITES
 from callbridge.media.telephone_event import DtmfDetector
 
 __all__ = ["RtpEndpoint"]
@@ -36,6 +42,8 @@ __all__ = ["RtpEndpoint"]
 _FALLBACK_EVENT_TYPES: Final = frozenset({101, 96, 126})
 """PTs taken as telephone-event when none was negotiated (the usual dynamic PTs for it)."""
 _SUPPORTED: Final = ("PCMU", "PCMA", "G722", "opus")
+
+logger = logging.getLogger(__name__)
 
 
 def _media_spec(codec: sdp.Codec) -> CodecSpec | None:
@@ -74,6 +82,9 @@ class RtpEndpoint(Endpoint):
         self._decoding = False
         self._packet_samples = 0
         """Samples of the last decoded packet: what a lost packet is concealed with."""
+        self.sdes: SdesKeys | None = None
+        """The SRTP keys while SRTP is active."""
+        self._sdp_version = 1
 
     # -- creation and negotiation --------------------------------------------------------------
 
@@ -82,9 +93,17 @@ class RtpEndpoint(Endpoint):
         cls, host: EndpointHost, offer: sdp.SessionDescription, direction: str
     ) -> tuple[RtpEndpoint, str]:
         """Answer a remote offer; the endpoint is connected at once (no state event)."""
+        if offer.secure_profile and offer.crypto is None:
+            offered = ", ".join(offer.unsupported_crypto_suites) or "none"
+            raise endpoint_error(
+                f"{offer.protocol} offer without a supported a=crypto line (offered suites: "
+                f"{offered}; supported: {', '.join(SUITES)})"
+            )
         endpoint = cls(host, direction, "connected")
         await endpoint._open()
         try:
+            if offer.crypto is not None:
+                endpoint._secure(SdesKeys.answering(offer.crypto))
             endpoint._apply(sdp.answer_codecs(offer, _SUPPORTED), offer)
             return endpoint, endpoint._write(endpoint.codecs)
         except BaseException:
@@ -93,12 +112,14 @@ class RtpEndpoint(Endpoint):
 
     @classmethod
     async def with_offer(
-        cls, host: EndpointHost, direction: str, names: list[str] | None
+        cls, host: EndpointHost, direction: str, names: list[str] | None, srtp: bool = False
     ) -> tuple[RtpEndpoint, str]:
-        """Our offer; the endpoint is `connecting` and not routable until `accept_answer`."""
+        """Our offer (with a key if `srtp`); `connecting`, not routable until `accept_answer`."""
         endpoint = cls(host, direction, "connecting")
         await endpoint._open()
         try:
+            if srtp:
+                endpoint._secure(SdesKeys.offering())
             endpoint._offered = sdp.offer_codecs(names)
             return endpoint, endpoint._write(endpoint._offered)
         except BaseException:
@@ -128,7 +149,28 @@ class RtpEndpoint(Endpoint):
             port=self.transport.local_port,
             codecs=codecs,
             session_id=uuid.UUID(self.id).int & 0x7FFFFFFFFFFFFFFF,
+            version=self._sdp_version,
+            crypto=None if self.sdes is None else self.sdes.crypto,
         )
+
+    def _secure(self, keys: SdesKeys) -> None:
+        assert self.transport is not None
+        self.sdes = keys
+        self.transport.secure(keys.srtp, self._srtp_dropped)
+
+    def _srtp_dropped(self) -> None:
+        self.metrics.srtp_errors_total += 1
+
+    def srtp_rekey(self) -> str:
+        """`endpoint.srtp_rekey`: a new send key now, and an offer that carries it; the key of
+        the answer (`accept_answer`) is then tried as the pending receive key."""
+        if self.sdes is None or self.transport is None:
+            raise endpoint_error("SRTP is not active on this endpoint")
+        self.sdes.rekey()
+        self._offered = self._offered or self.codecs
+        self._sdp_version += 1
+        self.transport.reopen_learning_window()
+        return self._write(self.codecs or self._offered)
 
     def accept_answer(self, answer_text: str) -> None:
         """Apply the peer's answer to our offer (again: renegotiation)."""
@@ -141,6 +183,7 @@ class RtpEndpoint(Endpoint):
         if answer.remote_address is None:
             raise endpoint_error("SDP answer has no connection address")
         renegotiation = self.state != "connecting"
+        self._take_answer_crypto(answer.crypto)
         self._apply(codecs, answer)
         if renegotiation:
             assert self.transport is not None
@@ -148,6 +191,19 @@ class RtpEndpoint(Endpoint):
             self.host.routing_changed()
         else:
             self.host.set_state(self, "connected")
+
+    def _take_answer_crypto(self, crypto: sdp.Crypto | None) -> None:
+        if self.sdes is not None:
+            if crypto is None:
+                raise endpoint_error("SDP answer has no a=crypto line for the SRTP offer")
+            self.sdes.take_answer(crypto, time.monotonic())
+        elif crypto is not None:
+            logger.warning(
+                "SDP answer for endpoint %s has a=crypto that the offer lacked: SRTP with a "
+                "random send key the peer was not told",
+                self.id,
+            )
+            self._secure(SdesKeys.answering(crypto))
 
     def _apply(self, codecs: tuple[sdp.Codec, ...], remote: sdp.SessionDescription) -> None:
         """Install negotiated codecs and the remote address."""
@@ -401,7 +457,12 @@ class RtpEndpoint(Endpoint):
             self._report_digit(digit.digit, digit.duration_ms)
 
     def stats(self) -> dict[str, object]:
-        return {} if self.transport is None else self.transport.stats()
+        if self.transport is None:
+            return {}
+        stats = self.transport.stats()
+        if self.sdes is not None:
+            stats["srtp"] = {"suite": self.sdes.srtp.send_key.suite, **self.sdes.srtp.counters()}
+        return stats
 
     def close(self) -> None:
         if self.closed:

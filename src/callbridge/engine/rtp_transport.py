@@ -4,7 +4,9 @@
 that every plain RTP endpoint needs below routing: RTCP demux, RTP parse, symmetric-RTP learning
 (sending starts at once to the SDP's address), own SSRC and sequence numbers, reception stats,
 RTCP SR/BYE/RTT and RFC 4733 digit injection. The engine's RtpEndpoint wraps the transport.
-SRTP is not implemented; it would sit between the stream and the sockets.
+`secure` puts an `SrtpSession` between the stream and the sockets: the stream's sinks then
+protect before `sendto`, and the sockets' handlers unprotect before the stream sees a datagram
+(what fails is dropped there, so it never moves the symmetric-RTP target).
 
 Hot path: `datagram_received` is bound straight to `_receive_rtp`, which hands the datagram to
 the stream and the packet it returns (views of the datagram) to `on_packet` synchronously;
@@ -32,7 +34,9 @@ from callbridge.media.rtp_stream import (
     Address,
     DtmfBusyError,
     RtpStream,
+    Transmit,
 )
+from callbridge.media.srtp import SrtpSession
 
 __all__ = [
     "DTMF_PTIME_S",
@@ -135,6 +139,9 @@ class RtpTransport:
         self.tick: Final = self.stream.tick
         """`RtpStream.tick`: due digit packets, then a due RTCP report."""
         self._sockets: list[asyncio.DatagramTransport] = []
+        self._protocols: list[_SocketProtocol] = []
+        self.srtp: SrtpSession | None = None
+        """The SRTP contexts once `secure` was called."""
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.socket_errors = self.callback_errors = 0
@@ -161,22 +168,21 @@ class RtpTransport:
         transport = cls(
             pair, on_packet, on_rtcp_bye, now, learning_window_s, rtcp_interval_s, cname
         )
-        rtp_socket: asyncio.DatagramTransport | None = None
         try:
-            rtp_socket, _ = await loop.create_datagram_endpoint(
-                transport._protocol_for(transport._receive_rtp), sock=pair.rtp_socket
-            )
-            transport.stream.transmit_rtp = rtp_socket.sendto
-            transport._sockets.append(rtp_socket)
-            transport._open_sockets += 1
-            rtcp_socket, _ = await loop.create_datagram_endpoint(
-                transport._protocol_for(transport._receive_rtcp), sock=pair.rtcp_socket
-            )
-            transport.stream.transmit_rtcp = rtcp_socket.sendto
-            transport._sockets.append(rtcp_socket)
-            transport._open_sockets += 1
+            for receive, udp_socket in (
+                (transport._receive_rtp, pair.rtp_socket),
+                (transport._receive_rtcp, pair.rtcp_socket),
+            ):
+                socket_transport, protocol = await loop.create_datagram_endpoint(
+                    transport._protocol_for(receive), sock=udp_socket
+                )
+                transport._sockets.append(socket_transport)
+                transport._protocols.append(protocol)
+                transport._open_sockets += 1
+            transport.stream.transmit_rtp = transport._sockets[0].sendto
+            transport.stream.transmit_rtcp = transport._sockets[1].sendto
         except BaseException:
-            if rtp_socket is None:
+            if not transport._sockets:
                 pair.close()
             else:
                 pair.rtcp_socket.close()
@@ -188,6 +194,45 @@ class RtpTransport:
         self, receive: Callable[[bytes, Address], None]
     ) -> Callable[[], _SocketProtocol]:
         return lambda: _SocketProtocol(receive, self._socket_error, self._socket_lost)
+
+    # ------------------------------------------------------------------ SRTP
+
+    def secure(self, srtp: SrtpSession, on_drop: Callable[[], None]) -> None:
+        """From now on protect what goes out and unprotect what comes in with `srtp`;
+        `on_drop()` is called for every inbound datagram it drops. Called once."""
+        if self.srtp is not None:
+            raise ValueError("the transport is already secured")
+        self.srtp = srtp
+        now = self._now
+
+        def unprotecting(
+            unprotect: Callable[[bytes, float], bytes | None],
+            receive: Callable[[bytes, Address], None],
+        ) -> Callable[[bytes, Address], None]:
+            def receive_protected(data: bytes, address: Address) -> None:
+                """Hot path under SRTP: one libsrtp call, then the plain path."""
+                plain = unprotect(data, now())
+                if plain is None:
+                    on_drop()
+                else:
+                    receive(plain, address)
+
+            return receive_protected
+
+        def protecting(protect: Callable[[bytes], bytes | None], transmit: Transmit) -> Transmit:
+            def transmit_protected(datagram: bytes, address: Address) -> None:
+                protected = protect(datagram)
+                if protected is not None:
+                    transmit(protected, address)
+
+            return transmit_protected
+
+        rtp_protocol, rtcp_protocol = self._protocols
+        rtp_protocol.datagram_received = unprotecting(srtp.unprotect, self._receive_rtp)
+        rtcp_protocol.datagram_received = unprotecting(srtp.unprotect_rtcp, self._receive_rtcp)
+        rtp_socket, rtcp_socket = self._sockets
+        self.stream.transmit_rtp = protecting(srtp.protect, rtp_socket.sendto)
+        self.stream.transmit_rtcp = protecting(srtp.protect_rtcp, rtcp_socket.sendto)
 
     # ------------------------------------------------------------------ state and setup
 

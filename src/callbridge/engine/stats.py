@@ -31,7 +31,7 @@ def _zero_inbound() -> dict[str, Any]:
 def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:
     """One endpoint's entry of the `stats` event."""
     measured = endpoint.stats()
-    return {
+    entry = {
         "endpoint_id": endpoint.id,
         "inbound": measured.get("inbound") or _zero_inbound(),
         "outbound": measured.get("outbound") or {"packets": 0, "bytes": 0},
@@ -39,6 +39,9 @@ def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:
         "codec": endpoint.stats_codec,
         "state": endpoint.state.capitalize(),
     }
+    if "srtp" in measured:
+        entry["srtp"] = measured["srtp"]  # SRTP endpoints: suite and drops by reason
+    return entry
 
 
 class StatsSubscription:

@@ -64,7 +64,6 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
         self._setup = "actpass"
         self._mid = "0"
         self._sdp_direction = "sendrecv"
-        self._version = 1
         self._sections: tuple[OfferedSection, ...] = ()
         """The m-sections of the peer's offer; the ones other than our audio are rejected."""
         self._audio_index = 0
@@ -135,7 +134,7 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             codecs=codecs,
             local=local,
             session_id=uuid.UUID(self.id).int & 0x7FFFFFFFFFFFFFFF,
-            version=self._version,
+            version=self._sdp_version,
             mid=self._mid,
             direction=self._sdp_direction,
             offered=self._sections,
@@ -182,7 +181,7 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
     def ice_restart(self) -> str:
         """A new offer with fresh ICE credentials (the old ones work until the new ones do)."""
         self.ice.restart()
-        self._version += 1
+        self._sdp_version += 1
         if not self._offered:
             self._offered = self.codecs
         self._setup = "actpass"

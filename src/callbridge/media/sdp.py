@@ -9,14 +9,13 @@ rtpmap/fmtp per codec, crypto, sendrecv, rtcp-mux, ptime), under our product nam
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
 
 from callbridge.media.errors import MediaError
+from callbridge.media.srtp import DEFAULT_SUITE, SUITES, SrtpKey
 
 __all__ = [
     "DEFAULT_OFFER_CODECS",
@@ -25,7 +24,6 @@ __all__ = [
     "OPUS",
     "PCMA",
     "PCMU",
-    "SRTP_SUITE",
     "SUPPORTED_CODEC_NAMES",
     "TELEPHONE_EVENT",
     "Codec",
@@ -44,8 +42,6 @@ __all__ = [
 
 MAX_PAYLOAD_TYPES: Final = 32
 """How many PTs, rtpmaps and fmtps of the audio section are kept (rtpbridge's limit)."""
-SRTP_SUITE: Final = "AES_CM_128_HMAC_SHA1_80"
-_MASTER_KEY_SIZE: Final = 30  # 16-byte key + 14-byte salt
 _PRODUCT: Final = "callbridge"
 _DIRECTIONS: Final = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
 _TELEPHONE_EVENT_NAME: Final = "telephone-event"
@@ -53,7 +49,7 @@ _FALLBACK_TELEPHONE_EVENT_PT: Final = 101
 
 
 class SdpError(MediaError, ValueError):
-    """Values that cannot be written into an SDP, or an SRTP key that cannot be decoded."""
+    """Values that cannot be written into an SDP."""
 
 
 class Codec(msgspec.Struct, frozen=True):
@@ -107,26 +103,18 @@ _STATIC: Final = {
 
 
 class Crypto(msgspec.Struct, frozen=True):
-    """An SDES `a=crypto` line (RFC 4568) of the one supported suite; the key stays base64.
+    """An SDES `a=crypto` line (RFC 4568) of a supported suite; the key stays base64.
 
-    Decoding is deferred to `master_key()` so a bad key fails at SRTP setup, as in rtpbridge.
+    Decoding is deferred to `key()` so a bad key fails at SRTP setup, as in rtpbridge.
     """
 
     tag: int
     key_base64: str
-    suite: str = SRTP_SUITE
+    suite: str = DEFAULT_SUITE
 
-    def master_key(self) -> bytes:
-        """The 30-byte master key and salt; SdpError on bad base64 or fewer than 30 bytes."""
-        try:
-            key = base64.b64decode(
-                self.key_base64 + "=" * (-len(self.key_base64) % 4), validate=True
-            )
-        except (binascii.Error, ValueError) as error:
-            raise SdpError(f"bad SRTP key base64: {error}") from None
-        if len(key) < _MASTER_KEY_SIZE:
-            raise SdpError(f"SRTP master key is {len(key)} bytes, need {_MASTER_KEY_SIZE}")
-        return key[:_MASTER_KEY_SIZE]
+    def key(self) -> SrtpKey:
+        """The master key and salt; SrtpError (a ValueError) on bad base64 or a short key."""
+        return SrtpKey.from_base64(self.suite, self.key_base64)
 
 
 class SessionDescription(msgspec.Struct, frozen=True):
@@ -144,6 +132,8 @@ class SessionDescription(msgspec.Struct, frozen=True):
     payload_types: tuple[int, ...] = ()
     codecs: tuple[Codec, ...] = ()
     crypto: Crypto | None = None
+    unsupported_crypto_suites: tuple[str, ...] = ()
+    """Suites of `a=crypto` lines that were left out (unknown to us), in order."""
     rtcp_mux: bool = False
     rtcp_port: int | None = None
     direction: str = "sendrecv"
@@ -162,6 +152,11 @@ class SessionDescription(msgspec.Struct, frozen=True):
     @property
     def srtp(self) -> bool:
         return self.crypto is not None
+
+    @property
+    def secure_profile(self) -> bool:
+        """The m-line asks for SRTP (`RTP/SAVP` or `RTP/SAVPF`)."""
+        return self.protocol.upper() in ("RTP/SAVP", "RTP/SAVPF")
 
     @property
     def osrtp(self) -> bool:
@@ -191,14 +186,24 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec] | None:
 
 def _parse_crypto(value: str) -> Crypto | None:
     fields = value.split(None, 3)
-    if len(fields) < 3 or fields[1].upper() != SRTP_SUITE:
+    if len(fields) < 3 or fields[1].upper() not in SUITES:
         return None
     tag = _small_int(fields[0], 999_999_999)
     key_parameter = fields[2].split(";", 1)[0]
     method, _, key = key_parameter.partition(":")
     if tag is None or method.lower() != "inline" or not key:
         return None
-    return Crypto(tag, key.split("|", 1)[0])
+    return Crypto(tag, key.split("|", 1)[0], fields[1].upper())
+
+
+def _choose_crypto(current: Crypto | None, line: Crypto | None) -> Crypto | None:
+    """The line to answer: the last AES_CM_128_HMAC_SHA1_80 one (what rtpbridge takes), else
+    the first line of another supported suite (the offerer's preference, RFC 4568)."""
+    if line is None:
+        return current
+    if current is None or line.suite == DEFAULT_SUITE:
+        return line
+    return current
 
 
 def parse_sdp(text: str | bytes) -> SessionDescription:
@@ -215,6 +220,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
     rtpmaps: dict[int, Codec] = {}
     fmtps: dict[int, str] = {}
     crypto: Crypto | None = None
+    unsupported_suites: list[str] = []
     rtcp_port: int | None = None
     session_direction: str | None = None
     media_direction: str | None = None
@@ -243,7 +249,16 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
                     ):
                         fmtps[payload_type] = parameters.strip()
                 elif name == "crypto":
-                    crypto = _parse_crypto(value) or crypto
+                    crypto_line = _parse_crypto(value)
+                    crypto = _choose_crypto(crypto, crypto_line)
+                    suite = value.split(None, 2)[1:2]
+                    if (
+                        crypto_line is None
+                        and suite
+                        and suite[0].upper() not in SUITES
+                        and len(unsupported_suites) < MAX_PAYLOAD_TYPES
+                    ):
+                        unsupported_suites.append(suite[0][:64])
                 elif name == "rtcp-mux":
                     rtcp_mux = True
                 elif name == "rtcp":
@@ -302,6 +317,7 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
         payload_types=tuple(payload_types),
         codecs=tuple(codecs),
         crypto=crypto,
+        unsupported_crypto_suites=tuple(unsupported_suites),
         rtcp_mux=rtcp_mux,
         rtcp_port=rtcp_port,
         direction=media_direction or session_direction or "sendrecv",

@@ -16,6 +16,7 @@ from callbridge.server import control_endpoint as endpoint
 from callbridge.server import control_messages as wire
 from callbridge.server import control_rtvbp as rtvbp
 from callbridge.server import control_session as session
+from callbridge.server import control_srtp as srtp
 from callbridge.server import control_stats as stats
 from callbridge.server import control_vad as vad
 from callbridge.server import control_webrtc as webrtc
@@ -48,6 +49,7 @@ METHODS: Final[Mapping[str, Handler]] = {
     "endpoint.file.pause": endpoint.file_pause,
     "endpoint.file.resume": endpoint.file_resume,
     "endpoint.dtmf.inject": endpoint.dtmf_inject,
+    "endpoint.srtp_rekey": srtp.srtp_rekey,
     "endpoint.create_rtvbp": rtvbp.create_rtvbp,
     "endpoint.rtvbp.request": rtvbp.rtvbp_request,
     "endpoint.rtvbp.notify": rtvbp.rtvbp_notify,
@@ -63,7 +65,6 @@ METHODS: Final[Mapping[str, Handler]] = {
 }
 
 NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
-    "endpoint.srtp_rekey": ENDPOINT_ERROR,
     "endpoint.transfer": ENDPOINT_ERROR,
     "recording.start": RECORDING_ERROR,
     "recording.stop": RECORDING_ERROR,
