@@ -70,3 +70,7 @@ class EngineConfig:
     # Metrics under rtpbridge's names.
     metrics_compat: bool = False
     """Also export every rtpbridge metric under its ``rtpbridge_`` name."""
+    # WebRTC endpoints
+    webrtc_consent_timeout_s: float = 30.0
+    """A connected WebRTC endpoint is `disconnected` after this long without a valid ICE check
+    from its peer (consent freshness); it becomes `connected` again when checks resume."""

@@ -2,7 +2,7 @@
 
 Each SDP endpoint kind is registered here once (`SDP_KINDS`): it says whether it answers a
 remote offer (`answers`) and which `type` of `endpoint.create_offer` it makes. A kind that is
-not registered yet is refused with ENDPOINT_ERROR and a message that says so.
+not registered is refused with ENDPOINT_ERROR.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from callbridge.engine.endpoint import Endpoint, EndpointHost, check_direction
 from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.session import MediaSession
+from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media import sdp
 
 __all__ = ["SDP_KINDS", "SdpKind", "create_from_offer", "create_offer", "srtp_rekey"]
 
-Answerer = Callable[[EndpointHost, sdp.SessionDescription, str], Awaitable[tuple[Endpoint, str]]]
-"""(host, parsed remote offer, direction) -> (endpoint, answer SDP)."""
+Answerer = Callable[
+    [EndpointHost, sdp.SessionDescription, str, str], Awaitable[tuple[Endpoint, str]]
+]
+"""(host, parsed remote offer, direction, offer text) -> (endpoint, answer SDP)."""
 Offerer = Callable[[EndpointHost, str, list[str] | None, bool], Awaitable[tuple[Endpoint, str]]]
 """(host, direction, codec names, srtp) -> (endpoint, offer SDP)."""
 
@@ -41,8 +44,27 @@ def _plain_rtp(offer: sdp.SessionDescription) -> bool:
     return not offer.webrtc
 
 
-SDP_KINDS: Final = (SdpKind("rtp", _plain_rtp, RtpEndpoint.from_offer, RtpEndpoint.with_offer),)
-_NOT_YET: Final = {"webrtc": "WebRTC endpoints are not supported yet"}
+async def _rtp_answer(
+    host: EndpointHost, offer: sdp.SessionDescription, direction: str, text: str
+) -> tuple[Endpoint, str]:
+    return await RtpEndpoint.from_offer(host, offer, direction)
+
+
+def _webrtc(offer: sdp.SessionDescription) -> bool:
+    return offer.webrtc
+
+
+async def _webrtc_offer(
+    host: EndpointHost, direction: str, codecs: list[str] | None, srtp: bool
+) -> tuple[Endpoint, str]:
+    """Opus and telephone-event whatever `codecs` says (browsers all speak Opus)."""
+    return await WebRtcEndpoint.with_offer(host, direction, ["opus"])
+
+
+SDP_KINDS: Final = (
+    SdpKind("rtp", _plain_rtp, _rtp_answer, RtpEndpoint.with_offer),
+    SdpKind("webrtc", _webrtc, WebRtcEndpoint.answer_offer, _webrtc_offer),
+)
 
 
 async def create_from_offer(
@@ -55,8 +77,8 @@ async def create_from_offer(
         offer = sdp.parse_sdp(sdp_text)
         kind = next((kind for kind in SDP_KINDS if kind.answers(offer)), None)
         if kind is None:
-            raise endpoint_error(_NOT_YET["webrtc"])
-        endpoint, answer = await kind.from_offer(session, offer, direction)
+            raise endpoint_error("No endpoint type answers this offer")
+        endpoint, answer = await kind.from_offer(session, offer, direction, sdp_text)
         slot.add(endpoint)
     return endpoint.id, answer
 
@@ -69,8 +91,6 @@ async def create_offer(
     session.touch()
     kind = next((kind for kind in SDP_KINDS if kind.name == kind_name), None)
     if kind is None:
-        if kind_name in _NOT_YET:
-            raise endpoint_error(_NOT_YET[kind_name])
         raise EngineError(INVALID_PARAMS, f"unknown endpoint type {kind_name!r}")
     with session.slot() as slot:
         endpoint, offer = await kind.with_offer(session, direction, codecs, srtp)

@@ -131,16 +131,20 @@ class RtpEndpoint(Endpoint):
             raise
 
     async def _open(self) -> None:
+        self.transport = await self._open_transport()
+        if not self.host.alive:
+            self.transport.close()
+            raise EngineError(SESSION_GONE, "Session has been destroyed")
+
+    async def _open_transport(self) -> RtpTransport:
+        """A port pair on `media_ip` (kinds with other transports override this)."""
         context = self.host.context
-        self.transport = await RtpTransport.open(
+        return await RtpTransport.open(
             context.ports,
             context.config.media_ip,
             on_packet=self._on_packet,
             on_rtcp_bye=self._on_rtcp_bye,
         )
-        if not self.host.alive:
-            self.transport.close()
-            raise EngineError(SESSION_GONE, "Session has been destroyed")
 
     def _write(self, codecs: tuple[sdp.Codec, ...]) -> str:
         assert self.transport is not None
@@ -215,8 +219,11 @@ class RtpEndpoint(Endpoint):
         if sdp.telephone_event_codec(remote.codecs) is None:
             event = None  # our answer always lists it, but a peer that did not cannot take it
         self._event_pt = None if event is None else event.payload_type
+        audio_types = {codec.payload_type for codec in codecs if not codec.is_telephone_event}
         self._event_types = (
-            _FALLBACK_EVENT_TYPES if event is None else frozenset({event.payload_type})
+            _FALLBACK_EVENT_TYPES - audio_types
+            if event is None
+            else frozenset({event.payload_type})
         )
         clock_rate = self.send_spec.clock_rate if self.send_spec else 8000
         self._detector = DtmfDetector(clock_rate)

@@ -31,6 +31,7 @@ __all__ = [
     "SdpError",
     "SessionDescription",
     "answer_codecs",
+    "codec_lines",
     "offer_codecs",
     "parse_sdp",
     "reduce_answer_codecs",
@@ -360,6 +361,18 @@ def write_sdp(
         "t=0 0",
         f"m=audio {port} {profile} {payload_types}".rstrip(),
     ]
+    lines += codec_lines(codecs)
+    if crypto is not None:
+        _check_text(crypto.key_base64, "crypto key")
+        _check_text(crypto.suite, "crypto suite")
+        lines.append(f"a=crypto:{crypto.tag} {crypto.suite} inline:{crypto.key_base64}")
+    lines += ["a=sendrecv", "a=rtcp-mux", f"a=ptime:{ptime_ms}", ""]
+    return "\r\n".join(lines)
+
+
+def codec_lines(codecs: Sequence[Codec]) -> list[str]:
+    """The rtpmap (and fmtp) attribute lines of `codecs`; SdpError for values SDP cannot hold."""
+    lines = []
     for codec in codecs:
         _check_text(codec.name, "codec name")
         if not 0 <= codec.payload_type <= 127 or codec.clock_rate <= 0 or codec.channels <= 0:
@@ -370,12 +383,7 @@ def write_sdp(
             if "\r" in codec.fmtp or "\n" in codec.fmtp:
                 raise SdpError("fmtp contains a line break")
             lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp}")
-    if crypto is not None:
-        _check_text(crypto.key_base64, "crypto key")
-        _check_text(crypto.suite, "crypto suite")
-        lines.append(f"a=crypto:{crypto.tag} {crypto.suite} inline:{crypto.key_base64}")
-    lines += ["a=sendrecv", "a=rtcp-mux", f"a=ptime:{ptime_ms}", ""]
-    return "\r\n".join(lines)
+    return lines
 
 
 def _telephone_event(payload_type: int, clock_rate: int) -> Codec:

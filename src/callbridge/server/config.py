@@ -242,6 +242,10 @@ class Settings(BaseSettings, RtpbridgeKeys):
     def _recording_dir_usable(cls, value: Path) -> Path:
         return check_work_directory(value, DEFAULT_RECORDING_DIR)
 
+    # WebRTC endpoints.
+    webrtc_consent_timeout_secs: float = Field(30, ge=5, le=300)
+    """A WebRTC endpoint is `disconnected` after this long without an ICE check from its peer."""
+
     @field_validator("listen", mode="before")
     @classmethod
     def _split_listen(cls, value: Any) -> Any:
@@ -338,6 +342,7 @@ class Settings(BaseSettings, RtpbridgeKeys):
             recording_channel_size=self.recording_channel_size,
             vad_detector=self.vad_detector,
             vad_silero_model=self.vad_silero_model,
+            webrtc_consent_timeout_s=self.webrtc_consent_timeout_secs,
         )
 
     @classmethod

@@ -21,9 +21,9 @@ from callbridge.server import control_srtp as srtp
 from callbridge.server import control_stats as stats
 from callbridge.server import control_transfer
 from callbridge.server import control_vad as vad
+from callbridge.server import control_webrtc as webrtc
 from callbridge.server.control_context import ControlContext
 from callbridge.server.errors import (
-    ENDPOINT_ERROR,
     UNKNOWN_METHOD,
     ControlError,
 )
@@ -64,11 +64,10 @@ METHODS: Final[Mapping[str, Handler]] = {
     "vad.stop": vad.vad_stop,
     "stats.subscribe": stats.stats_subscribe,
     "stats.unsubscribe": stats.stats_unsubscribe,
+    "endpoint.ice_restart": webrtc.ice_restart,
 }
 
-NOT_IMPLEMENTED: Final[Mapping[str, str]] = {
-    "endpoint.ice_restart": ENDPOINT_ERROR,
-}
+NOT_IMPLEMENTED: Final[Mapping[str, str]] = {}
 """rtpbridge methods not served yet, with the code of their family, so clients get a stable
 answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
 rest: NO_SESSION comes first."""
