@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from callbridge.server.control import shutdown_control
 from callbridge.server.control_messages import ErrorResponse, Request, parse_request
-from callbridge.server.control_methods import NOT_IMPLEMENTED
 
 if TYPE_CHECKING:
     from tests.server.conftest import ControlClient, ServerHandle, StartServer
@@ -48,7 +47,6 @@ SESSION_BOUND_METHODS = [
     "endpoint.file.pause",
     "endpoint.file.resume",
     "endpoint.dtmf.inject",
-    *NOT_IMPLEMENTED,
 ]
 
 
@@ -166,16 +164,6 @@ async def test_fifty_malformed_messages_then_a_valid_request(client: ControlClie
 async def test_binary_frames_are_ignored(client: ControlClient) -> None:
     await client.websocket.send_bytes(b'{"id":"b","method":"session.create"}')
     assert await client.result("session.list") == {"sessions": []}
-
-
-@pytest.mark.parametrize(("method", "family"), sorted(NOT_IMPLEMENTED.items()))
-async def test_methods_not_implemented_yet_have_a_stable_code(
-    client: ControlClient, method: str, family: str
-) -> None:
-    assert (await client.error(method, {}))["code"] == "NO_SESSION"
-    await client.result("session.create")
-    error = await client.error(method, {})
-    assert error == {"code": family, "message": f"{method} is not implemented yet"}
 
 
 # --- session binding ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from callbridge.server.errors import (
     ControlError,
 )
 
-__all__ = ["METHODS", "NOT_IMPLEMENTED", "Handler", "dispatch"]
+__all__ = ["METHODS", "Handler", "dispatch"]
 
 Handler = Callable[[ControlContext, msgspec.Raw], Awaitable[object]]
 
@@ -67,19 +67,10 @@ METHODS: Final[Mapping[str, Handler]] = {
     "endpoint.ice_restart": webrtc.ice_restart,
 }
 
-NOT_IMPLEMENTED: Final[Mapping[str, str]] = {}
-"""rtpbridge methods not served yet, with the code of their family, so clients get a stable
-answer (`"<method> is not implemented yet"`) rather than UNKNOWN_METHOD. Session-bound like the
-rest: NO_SESSION comes first."""
-
 
 async def dispatch(context: ControlContext, request: wire.Request) -> object:
-    """Run the request's handler; an unknown or unserved method fails with its code."""
+    """Run the request's handler; an unknown method fails with UNKNOWN_METHOD."""
     handler = METHODS.get(request.method)
-    if handler is not None:
-        return await handler(context, request.params)
-    family = NOT_IMPLEMENTED.get(request.method)
-    if family is None:
+    if handler is None:
         raise ControlError(UNKNOWN_METHOD, f"unknown method {request.method[:100]!r}")
-    context.bound_session()
-    raise ControlError(family, f"{request.method} is not implemented yet")
+    return await handler(context, request.params)
