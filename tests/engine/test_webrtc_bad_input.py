@@ -21,6 +21,7 @@ from callbridge.engine.offers import create_from_offer
 from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media import stun
 from callbridge.media.dtls import DtlsSession, local_certificate
+from callbridge.media.rtp import build_rtp
 from callbridge.media.webrtc_sdp import parse_webrtc
 from tests.engine.engine_peers import EventLog, engine_config
 from tests.engine.webrtc_peers import FINGERPRINT, AiortcPeer, browser_offer, connected, manager
@@ -201,6 +202,21 @@ async def test_consent_lapses_and_comes_back(tmp_path: Path) -> None:
             "old_state": "disconnected",
             "new_state": "connected",
         }
+        # Replayed and tampered SRTP is dropped, counted by reason and in the metric.
+        assert dtls.srtp is not None
+        protected = dtls.srtp.protect(build_rtp(111, 1, 960, 0x4321, b"\x01" * 40))
+        tampered = dtls.srtp.protect(build_rtp(111, 2, 1920, 0x4321, b"\x02" * 40))
+        assert protected is not None and tampered is not None
+        peer.transport.sendto(protected, target)
+        peer.transport.sendto(protected, target)  # a replay
+        peer.transport.sendto(tampered[:-1] + bytes([tampered[-1] ^ 1]), target)
+        async with asyncio.timeout(3):
+            while engine.metrics.srtp_errors_total < 2:
+                await asyncio.sleep(0.02)
+        counters = session.endpoints[endpoint_id].stats()["srtp"]
+        assert isinstance(counters, dict)
+        assert counters["replayed_packets"] == 1 and counters["authentication_failures"] == 1
+        assert engine.metrics.srtp_errors_total == 2
     finally:
         peer.transport.close()
         await engine.shutdown(0)

@@ -25,11 +25,12 @@ def test_handshake_keys_srtp_both_ways() -> None:
     handshake(client, server)
     assert client.srtp is not None and server.srtp is not None
     packet = build_rtp(111, 1, 960, 0x1234, b"opus payload")
-    protected = client.srtp.outbound.protect(packet)
-    assert protected != packet
-    assert server.srtp.inbound.unprotect(protected) == packet
-    back = server.srtp.outbound.protect(packet)
-    assert client.srtp.inbound.unprotect(back) == packet
+    protected = client.srtp.protect(packet)
+    assert protected is not None and protected != packet
+    assert server.srtp.unprotect(protected, 0.0) == packet
+    back = server.srtp.protect(packet)
+    assert back is not None and client.srtp.unprotect(back, 0.0) == packet
+    assert client.srtp.send_key == server.srtp.receive_key != client.srtp.receive_key
 
 
 def test_wrong_fingerprint_fails_the_handshake() -> None:

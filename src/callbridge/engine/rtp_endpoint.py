@@ -473,8 +473,9 @@ class RtpEndpoint(Endpoint):
         if self.transport is None:
             return {}
         stats = self.transport.stats()
-        if self.sdes is not None:
-            stats["srtp"] = {"suite": self.sdes.srtp.send_key.suite, **self.sdes.srtp.counters()}
+        srtp = self.transport.srtp
+        if srtp is not None:
+            stats["srtp"] = {"suite": srtp.send_key.suite, **srtp.counters()}
         return stats
 
     def info(self) -> dict[str, Any]:

@@ -201,6 +201,9 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
     def peer_closed(self) -> None:
         self.host.set_state(self, "disconnected")
 
+    def srtp_dropped(self) -> None:
+        self._srtp_dropped()
+
     def housekeeping(self, now: float) -> None:
         super().housekeeping(now)
         transport = self.transport
@@ -215,14 +218,14 @@ class WebRtcEndpoint(RtpEndpoint, WebRtcEvents):
             self.host.set_state(self, "connected")
 
     def packet_counters(self) -> tuple[int, int]:
-        """SRTP that failed authentication or replay checks, STUN with wrong credentials and
-        DTLS from unchecked sources count as malformed."""
+        """SRTP that came before the keys, STUN with wrong credentials and DTLS from unchecked
+        sources count as malformed (what fails to unprotect is in `srtp_errors_total`)."""
         malformed, unexpected = super().packet_counters()
         return (malformed + self._rejected(), unexpected)
 
     def _rejected(self) -> int:
         transport = self._webrtc
-        return transport.srtp_failures + transport.dtls_ignored + self.ice.checks_rejected
+        return transport.unkeyed_packets + transport.dtls_ignored + self.ice.checks_rejected
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Final
-
-import pylibsrtp
 
 from callbridge.engine.ports import PortAllocator, PortPair
 from callbridge.engine.rtp_transport import Address, PacketHandler, RtcpByeHandler, RtpTransport
@@ -28,9 +25,6 @@ from callbridge.media.rtp_stream import LEARNING_WINDOW_S, RTCP_INTERVAL_S
 __all__ = ["WebRtcEvents", "WebRtcTransport"]
 
 logger = logging.getLogger(__name__)
-
-_RTCP_TYPES: Final = range(192, 224)
-"""Second octet of RTCP packet types 192-223 under rtcp-mux (RFC 5761 section 4)."""
 
 
 class WebRtcEvents:
@@ -45,12 +39,17 @@ class WebRtcEvents:
     def peer_closed(self) -> None:
         """The peer sent a DTLS close_notify."""
 
+    def srtp_dropped(self) -> None:
+        """An inbound SRTP/SRTCP packet failed to unprotect (tampered, wrong key, replayed,
+        malformed); `srtp` counted it by reason."""
+
 
 class WebRtcTransport(RtpTransport):
     """One WebRTC endpoint's socket; `ice` answers checks, `dtls` exists once the role is set.
 
-    Counters beyond `RtpTransport`'s: `srtp_failures` (SRTP/SRTCP that failed authentication
-    or replay checks, dropped), `dtls_ignored` (DTLS from an address that passed no check).
+    Counters beyond `RtpTransport`'s: `unkeyed_packets` (SRTP/SRTCP before the handshake gave
+    keys, dropped; what fails to unprotect later is counted by `srtp`), `dtls_ignored` (DTLS
+    from an address that passed no check).
     """
 
     def __init__(
@@ -69,10 +68,8 @@ class WebRtcTransport(RtpTransport):
         self.dtls: DtlsSession | None = None
         self._events = events
         self._sendto: Callable[[bytes, Address], None] | None = None
-        self._outbound: pylibsrtp.Session | None = None
-        self._inbound: pylibsrtp.Session | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.srtp_failures = self.dtls_ignored = 0
+        self.unkeyed_packets = self.dtls_ignored = 0
         self.stream.set_remote(None, None, True)
 
     @classmethod
@@ -128,7 +125,7 @@ class WebRtcTransport(RtpTransport):
 
     @property
     def secured(self) -> bool:
-        return self._outbound is not None
+        return self.srtp is not None
 
     # ------------------------------------------------------------------ inbound
 
@@ -138,17 +135,13 @@ class WebRtcTransport(RtpTransport):
             return
         first = data[0]
         if 127 < first < 192:
-            inbound = self._inbound
-            if inbound is None:
-                self.srtp_failures += 1
+            srtp = self.srtp
+            if srtp is None:
+                self.unkeyed_packets += 1
                 return
-            try:
-                if data[1] in _RTCP_TYPES:
-                    plain = inbound.unprotect_rtcp(data)
-                else:
-                    plain = inbound.unprotect(data)
-            except pylibsrtp.Error:
-                self.srtp_failures += 1
+            plain = srtp.unprotect(data, self._now())
+            if plain is None:
+                self._events.srtp_dropped()
                 return
             self._receive_rtp(plain, address)
         elif first < 4:
@@ -200,26 +193,24 @@ class WebRtcTransport(RtpTransport):
 
     def _check_secured(self) -> None:
         dtls = self.dtls
-        if dtls is None or dtls.srtp is None or self._outbound is not None:
+        if dtls is None or dtls.srtp is None or self.srtp is not None:
             self._schedule_timer()
             return
         self._cancel_timer()
-        self._outbound = dtls.srtp.outbound
-        self._inbound = dtls.srtp.inbound
+        self.srtp = dtls.srtp
         self._events.secured()
 
     # ------------------------------------------------------------------ outbound
 
     def _transmit(self, datagram: bytes, address: Address) -> None:
         """The stream's sink: one libsrtp call, then the socket."""
-        outbound = self._outbound
+        srtp = self.srtp
         sendto = self._sendto
-        if outbound is None or sendto is None:
+        if srtp is None or sendto is None:
             return
-        if datagram[1] in _RTCP_TYPES:
-            sendto(outbound.protect_rtcp(datagram), address)
-        else:
-            sendto(outbound.protect(datagram), address)
+        protected = srtp.protect(datagram)
+        if protected is not None:
+            sendto(protected, address)
 
     def _send_dtls(self, flights: list[bytes], address: Address) -> None:
         sendto = self._sendto

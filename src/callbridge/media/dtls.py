@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import pylibsrtp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,10 +25,13 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from callbridge.media.errors import MediaError
+from callbridge.media.srtp import SrtpKey, SrtpSession
 
-__all__ = ["DtlsError", "DtlsSession", "LocalCertificate", "SrtpSessions", "local_certificate"]
+__all__ = ["DtlsError", "DtlsSession", "LocalCertificate", "local_certificate"]
 
 _SRTP_PROFILE: Final = b"SRTP_AES128_CM_SHA1_80"
+_SRTP_SUITE: Final = "AES_CM_128_HMAC_SHA1_80"
+"""The SDES name of the DTLS-SRTP profile above (RFC 5764 and RFC 4568 spell it differently)."""
 _KEY_SIZE: Final = 16
 _SALT_SIZE: Final = 14
 _RENEW_AFTER_S: Final = 7 * 86400.0
@@ -92,14 +94,6 @@ def _accept_any(*_: object) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class SrtpSessions:
-    """libsrtp sessions keyed by the handshake: `outbound` protects, `inbound` unprotects."""
-
-    outbound: pylibsrtp.Session
-    inbound: pylibsrtp.Session
-
-
 class DtlsSession:
     """One DTLS association as client (`active`) or server (`passive`)."""
 
@@ -113,7 +107,9 @@ class DtlsSession:
             self._connection.set_accept_state()
         self.remote_fingerprint: str | None = None
         """Upper-case SHA-256 hex pairs from the peer's SDP; checked when the handshake ends."""
-        self.srtp: SrtpSessions | None = None
+        self.srtp: SrtpSession | None = None
+        """Our SRTP contexts once the handshake is verified: we send with our half of the
+        keying material and receive with the peer's."""
         self.handshake_done = False
         self.closed_by_peer = False
 
@@ -180,10 +176,7 @@ class DtlsSession:
         client = client_key + client_salt
         server = server_key + server_salt
         ours, theirs = (client, server) if self.client else (server, client)
-        self.srtp = SrtpSessions(
-            outbound=pylibsrtp.Session(_policy(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)),
-            inbound=pylibsrtp.Session(_policy(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND)),
-        )
+        self.srtp = SrtpSession(SrtpKey(_SRTP_SUITE, ours), SrtpKey(_SRTP_SUITE, theirs))
 
     def close(self) -> list[bytes]:
         """Our close_notify, once the association is up."""
@@ -218,9 +211,3 @@ class DtlsSession:
                 break
             flights.append(data)
         return flights
-
-
-def _policy(key: bytes, ssrc_type: int) -> pylibsrtp.Policy:
-    return pylibsrtp.Policy(
-        key=key, ssrc_type=ssrc_type, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-    )
