@@ -15,19 +15,26 @@ from callbridge.rtvbp.application import Application
 
 
 @asynccontextmanager
-async def serve_application(application: Application, path: str = "/rtvbp") -> AsyncIterator[str]:
-    """Run `application` on a real aiohttp server on 127.0.0.1; yields its ws:// URL."""
-    app = web.Application()
-    app.router.add_get(path, application.websocket_handler)
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Run `app` on a real aiohttp server on 127.0.0.1 (a free port); yields "host:port"."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield f"ws://{host}:{port}{path}"
+        yield f"{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_application(application: Application, path: str = "/rtvbp") -> AsyncIterator[str]:
+    """Run `application` on a real aiohttp server on 127.0.0.1; yields its ws:// URL."""
+    app = web.Application()
+    app.router.add_get(path, application.websocket_handler)
+    async with serve_app(app) as address:
+        yield f"ws://{address}{path}"
 
 
 def free_port_range(pairs: int) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from callbridge.media.telephone_event import build_telephone_event, digit_to_eve
 from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.errors import RtvbpError
 from callbridge.rtvbp.voice import VoiceCall
+from tests.conftest import serve_app
 from tests.engine.engine_peers import RtpPeer
 
 FRAME_S = 0.020
@@ -164,15 +165,8 @@ async def raw_rtvbp_server(
 
     app = web.Application()
     app.router.add_get("/agent", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"ws://{host}:{port}/agent"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as address:
+        yield f"ws://{address}/agent"
 
 
 def codec_answer(rate: int) -> Callable[[dict[str, Any]], dict[str, Any]]:

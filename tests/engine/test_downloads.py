@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from callbridge.engine.downloads import DownloadCache, DownloadError, cache_key
+from tests.conftest import serve_app
 
 
 @pytest.fixture
@@ -33,13 +34,8 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}", requests
-    await runner.cleanup()
+    async with serve_app(app) as address:
+        yield f"http://{address}", requests
 
 
 async def test_dedup_ttl_and_cleanup(tmp_path: Path, server: tuple[str, list[str]]) -> None:

@@ -19,6 +19,7 @@ from callbridge.engine.session import MediaSession
 from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.codecs import PCMU, create_decoder
 from callbridge.media.pcm import as_samples
+from tests.conftest import serve_app
 from tests.engine.engine_peers import EventLog, RtpPeer, dominant_frequency, engine_config, sine_pcm
 
 
@@ -154,13 +155,8 @@ async def http_files(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", requests
-    await runner.cleanup()
+    async with serve_app(app) as address:
+        yield f"http://{address}", requests
 
 
 async def test_url_download_plays_after_buffering(

@@ -17,7 +17,7 @@ from callbridge.rtvbp.codecs import prefer_sample_rate
 from callbridge.rtvbp.errors import RemoteError, RtvbpError, SessionClosedError
 from callbridge.rtvbp.voice import ProtocolViolationError, VoiceCall
 from callbridge.rtvbp.websocket import ConnectError
-from tests.conftest import serve_application, wait_until
+from tests.conftest import serve_app, serve_application, wait_until
 
 L16_8K = bf.AudioCodec.l16(8000)
 L16_16K = bf.AudioCodec.l16(16000)
@@ -156,16 +156,9 @@ async def test_voice_rejects_a_codec_it_did_not_offer() -> None:
 
     app = web.Application()
     app.router.add_get("/rtvbp", rogue)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve_app(app) as address:
         with pytest.raises(ProtocolViolationError, match="L16/24000/1"):
-            await VoiceCall.dial(f"ws://127.0.0.1:{port}/rtvbp", codecs=[L16_8K])
-    finally:
-        await runner.cleanup()
+            await VoiceCall.dial(f"ws://{address}/rtvbp", codecs=[L16_8K])
 
 
 async def test_audio_resampled_for_a_model_rate() -> None:

@@ -20,6 +20,8 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from tests.conftest import serve_app
+
 CHROMIUM = "/usr/bin/chromium"
 PAGE = Path(__file__).with_name("webrtc_page.html")
 
@@ -71,15 +73,8 @@ async def page_server() -> AsyncIterator[str]:
         return web.Response(text=PAGE.read_text(), content_type="text/html")
 
     app.router.add_get("/", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as address:
+        yield f"http://{address}/"
 
 
 @contextlib.asynccontextmanager
