@@ -17,6 +17,10 @@ frame that carries the burst. The same load is also run through a bare UDP relay
 datagram sockets, same process, same measurement): "added" latency is the scenario's
 percentile minus the relay's.
 
+`--record FORMAT[:MODE]` records every engine session (pcap, or wav/flac with mix or split at
+16 kHz) into a temporary directory: the capacity cost of recording is the same search with and
+without it.
+
 Reported per scenario and N: server CPU per forwarded packet (user+sys of this process over
 the sending window / packets delivered to destinations), RSS growth per session, loss,
 p50/p99 latency and the added p50/p99. A search looks for the largest N with zero loss and
@@ -25,7 +29,7 @@ sources, so its criterion adds --mix-alignment-ms (one frame) and says so. Figur
 benchmark never passes or fails.
 
 Usage: python benchmarks/media_sessions.py [--scenarios passthrough,transcode,mix3]
-       [--sessions 100,200] [--duration 4] [--max-runs 4]
+       [--sessions 100,200] [--duration 4] [--max-runs 4] [--record pcap|wav:mix|flac:split]
 """
 
 from __future__ import annotations
@@ -121,9 +125,15 @@ async def _receive(conn: Connection) -> Any:
 
 
 async def run_case(
-    scenario: Scenario, sessions: int, duration: float, baseline: bool, manager: Any
+    scenario: Scenario,
+    sessions: int,
+    duration: float,
+    baseline: bool,
+    manager: Any,
+    record: str = "",
 ) -> Outcome:
-    """One run of `sessions` sessions through the engine (or the relay when `baseline`)."""
+    """One run of `sessions` sessions through the engine (or the relay when `baseline`), each
+    engine session recorded as `record` says ("" for none, "pcap", "wav:mix", "flac:split")."""
     context = multiprocessing.get_context("spawn")
     conn, child_conn = context.Pipe()
     codecs = scenario.codecs if not baseline else ("pcmu",) * len(scenario.codecs)
@@ -159,6 +169,8 @@ async def run_case(
                 _, answer = await create_from_offer(session, offer_sdp(codec, port), "sendrecv")
                 port_line = next(line for line in answer.split("\r\n") if line.startswith("m="))
                 targets.append(int(port_line.split()[1]))
+            if record:
+                _start_recording(session, record, session_index)
     conn.send(targets)
     assert await _receive(conn) == "start"
     cpu_start = _cpu_seconds()
@@ -192,6 +204,15 @@ async def run_case(
         }
     )
     return Outcome(scenario.name, sessions, baseline, figures)
+
+
+def _start_recording(session: Any, record: str, index: int) -> None:
+    from callbridge.engine.recording import SessionRecordings
+
+    recording_format, _, mode = record.partition(":")
+    directory = session.context.config.recording_dir
+    path = directory / f"{time.monotonic_ns()}-{index}.{recording_format}"
+    SessionRecordings.of(session).start(None, str(path), recording_format, mode or "mix", 16000)
 
 
 def _line(outcome: Outcome, baseline: Outcome | None, limit: float) -> tuple[str, bool]:
@@ -232,7 +253,9 @@ async def search(scenario: Scenario, arguments: argparse.Namespace, manager: Any
     best, failed, tried = 0, None, []
     for _ in range(len(fixed) if fixed else arguments.max_runs):
         baseline = await run_case(scenario, candidate, arguments.duration, True, manager)
-        outcome = await run_case(scenario, candidate, arguments.duration, False, manager)
+        outcome = await run_case(
+            scenario, candidate, arguments.duration, False, manager, arguments.record
+        )
         text, ok = _line(outcome, baseline, limit)
         print(text, flush=True)
         tried.append(candidate)
@@ -262,6 +285,7 @@ async def main(arguments: argparse.Namespace) -> None:
         config = EngineConfig(
             rtp_port_range=(30000, 39999),
             cache_dir=Path(cache),
+            recording_dir=Path(cache),
             max_sessions=0,
             opus_complexity=arguments.opus_complexity,
         )
@@ -270,7 +294,8 @@ async def main(arguments: argparse.Namespace) -> None:
         print(
             f"media_sessions benchmark: {os.cpu_count()} CPUs, {arguments.duration:g} s per run,"
             f" criterion zero loss and added p99 <= {arguments.p99_limit_ms:g} ms,"
-            f" opus complexity {config.opus_complexity}"
+            f" opus complexity {config.opus_complexity},"
+            f" recording {arguments.record or 'off'}"
         )
         try:
             summary = [
@@ -291,6 +316,11 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--max-runs", type=int, default=4, help="search runs per scenario")
     parser.add_argument("--p99-limit-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--record",
+        default="",
+        help="record every engine session: pcap, wav:mix, wav:split, flac:mix or flac:split",
+    )
     parser.add_argument("--opus-complexity", type=int, default=5, help="engine Opus encoder 0-10")
     import uvloop
 
