@@ -93,6 +93,8 @@ async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[DevToolsPage]
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
+            "--allow-loopback-in-peer-connection",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",

@@ -1,164 +1,33 @@
-"""A real browser (headless Debian Chromium) in a session through the control protocol.
-
-The page's RTCPeerConnection has no ICE servers; the fake microphone is a 700 Hz tone and an
-RTP PCMU phone in the same session sends 440 Hz. The browser must hear 440 Hz (inbound-rtp
-stats and an AnalyserNode on the remote track) and the phone 700 Hz; DTMF, ICE restart and our
-own offer are exercised against the same browser.
-
-Chromium gathers no loopback candidate, so its checks and media come from one of this machine's
-own interface addresses to our 127.0.0.1 candidate: the kernel delivers them locally, nothing
-leaves the machine (no ICE servers, background networking off).
-"""
+"""Headless Chromium against our server, every packet on loopback: the browser scenarios run in
+a fresh network namespace that has only `lo` (tests/server/loopback_namespace.py), one pytest
+run for all of them, and each test here reports its scenario's outcome."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
+import inspect
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
-from callbridge.media.webrtc_sdp import parse_webrtc
-from tests.engine.engine_peers import RtpPeer
-from tests.engine.webrtc_peers import PcmuPhone
-from tests.server.chromium import DevToolsPage, chromium
-from tests.server.conftest import ControlClient, ServerHandle
+from tests.server import browser_scenarios
+from tests.server.loopback_namespace import Outcome, namespace_unavailable, run_in_namespace
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CALLBRIDGE_BROWSER_TESTS") != "1",
-    reason=(
-        "opt-in (CALLBRIDGE_BROWSER_TESTS=1, needs Debian's chromium): Chromium gathers its host "
-        "candidate on the machine's own interface address, not on loopback, so these tests "
-        "send media to a non-loopback local address"
-    ),
-)
+SCENARIOS = Path(browser_scenarios.__file__)
+NAMES = [name for name, _ in inspect.getmembers(browser_scenarios) if name.startswith("test_")]
+WHOLE_RUN_TIMEOUT_S = 110.0
+"""A guard against a hang only; the scenarios together take a few seconds each."""
 
-BROWSER_TONE_HZ = 700.0
-PHONE_TONE_HZ = 440.0
+UNAVAILABLE = namespace_unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
 
 
-async def phone_leg(client: ControlClient) -> PcmuPhone:
-    peer = await RtpPeer.open()
-    result = await client.result("endpoint.create_from_offer", {"sdp": peer.offer("pcmu")})
-    peer.use(result["sdp_answer"])
-    phone = PcmuPhone(peer, PHONE_TONE_HZ)
-    phone.start()
-    return phone
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    report = tmp_path_factory.mktemp("browser") / "scenarios.xml"
+    return run_in_namespace(SCENARIOS, report, WHOLE_RUN_TIMEOUT_S)
 
 
-async def call(page: DevToolsPage, function: str, argument: Any = None) -> Any:
-    arguments = "" if argument is None else json.dumps(argument)
-    return await page.evaluate(f"{function}({arguments})")
-
-
-async def browser_hears(page: DevToolsPage, frequency: float, within_s: float = 15.0) -> None:
-    heard = 0.0
-    async with asyncio.timeout(within_s):
-        while abs(heard - frequency) > 12:
-            await asyncio.sleep(0.25)
-            heard = await call(page, "dominantFrequency")
-
-
-async def inbound_packets(page: DevToolsPage) -> int:
-    packets: int = (await call(page, "inbound"))["packets"]
-    return packets
-
-
-async def connected(client: ControlClient, endpoint_id: str) -> None:
-    change = await client.next_event("endpoint.state_changed")
-    assert change == {
-        "endpoint_id": endpoint_id,
-        "old_state": "connecting",
-        "new_state": "connected",
-    }
-
-
-def webrtc_endpoint(server: ServerHandle, endpoint_id: str) -> WebRtcEndpoint:
-    (session,) = server.manager.sessions()
-    endpoint = session.endpoints[endpoint_id]
-    assert isinstance(endpoint, WebRtcEndpoint)
-    return endpoint
-
-
-async def test_browser_offer_audio_dtmf_and_ice_restart(
-    server: ServerHandle, bound: ControlClient, tmp_path: Path
-) -> None:
-    phone = await phone_leg(bound)
-    try:
-        async with chromium(tmp_path, BROWSER_TONE_HZ) as page:
-            offer = await call(page, "makeOffer")
-            result = await bound.result("endpoint.create_from_offer", {"sdp": offer})
-            endpoint_id = result["endpoint_id"]
-            await call(page, "acceptAnswer", result["sdp_answer"])
-            await connected(bound, endpoint_id)
-            await browser_hears(page, PHONE_TONE_HZ)
-            assert await inbound_packets(page) > 0
-            assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
-
-            await call(page, "sendDigits", "7")
-            digit = await bound.next_event("dtmf")
-            assert digit["endpoint_id"] == endpoint_id and digit["digit"] == "7"
-            endpoint = webrtc_endpoint(server, endpoint_id)
-            sent = endpoint.stats()["outbound"]["packets"]
-            await bound.result("endpoint.dtmf.inject", {"endpoint_id": endpoint_id, "digit": "3"})
-
-            ufrags = {parse_webrtc(result["sdp_answer"]).ice_ufrag}
-            for _ in range(2):
-                restart = await bound.result("endpoint.ice_restart", {"endpoint_id": endpoint_id})
-                ufrags.add(parse_webrtc(restart["sdp_offer"]).ice_ufrag)
-                answer = await call(page, "answerOffer", restart["sdp_offer"])
-                await bound.result(
-                    "endpoint.accept_answer", {"endpoint_id": endpoint_id, "sdp": answer}
-                )
-                async with asyncio.timeout(15):
-                    while endpoint.ice.restarting:
-                        await asyncio.sleep(0.1)
-            assert len(ufrags) == 3
-            before = await inbound_packets(page)
-            await asyncio.sleep(1)
-            assert await inbound_packets(page) > before + 25
-            assert endpoint.state == "connected"
-            assert endpoint.stats()["outbound"]["packets"] > sent + 50
-            assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
-            assert (await call(page, "state"))["connection"] == "connected"
-    finally:
-        await phone.stop()
-
-
-async def test_browser_answers_our_offer(bound: ControlClient, tmp_path: Path) -> None:
-    phone = await phone_leg(bound)
-    try:
-        async with chromium(tmp_path, BROWSER_TONE_HZ) as page:
-            result = await bound.result("endpoint.create_offer", {"type": "webrtc"})
-            endpoint_id = result["endpoint_id"]
-            answer = await call(page, "answerOffer", result["sdp_offer"])
-            await bound.result(
-                "endpoint.accept_answer", {"endpoint_id": endpoint_id, "sdp": answer}
-            )
-            await connected(bound, endpoint_id)
-            await browser_hears(page, PHONE_TONE_HZ)
-            assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
-    finally:
-        await phone.stop()
-
-
-async def test_browser_offer_with_video_and_data_channel(
-    bound: ControlClient, tmp_path: Path
-) -> None:
-    """Only the audio section is accepted; video and data are answered rejected, in place."""
-    phone = await phone_leg(bound)
-    try:
-        async with chromium(tmp_path, BROWSER_TONE_HZ) as page:
-            offer = await call(page, "makeOffer", True)
-            assert "m=video" in offer and "m=application" in offer
-            result = await bound.result("endpoint.create_from_offer", {"sdp": offer})
-            assert "m=video 0 " in result["sdp_answer"]
-            await call(page, "acceptAnswer", result["sdp_answer"])
-            await connected(bound, result["endpoint_id"])
-            await browser_hears(page, PHONE_TONE_HZ)
-            assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
-    finally:
-        await phone.stop()
+@pytest.mark.parametrize("name", NAMES)
+def test_browser_scenario(outcomes: dict[str, Outcome], name: str) -> None:
+    outcome = outcomes.get(name) or outcomes.get("") or Outcome(False, f"{name} did not run")
+    assert outcome.passed, outcome.details
