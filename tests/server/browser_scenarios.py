@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
+from callbridge.apps.echo import app as echo_app
+from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
 from callbridge.engine.webrtc_endpoint import WebRtcEndpoint
 from callbridge.media.webrtc_sdp import parse_webrtc
+from tests.conftest import serve_application
 from tests.engine.engine_peers import RtpPeer
 from tests.engine.webrtc_peers import PcmuPhone
 from tests.server.chromium import DevToolsPage, chromium
-from tests.server.conftest import ControlClient, ServerHandle
+from tests.server.conftest import ControlClient, ServerHandle, StartServer
 from tests.server.loopback_namespace import only_loopback
 
 pytestmark = pytest.mark.skipif(
@@ -31,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 BROWSER_TONE_HZ = 700.0
 PHONE_TONE_HZ = 440.0
+CONTROL_TOKEN = "browser-example-token-0123456789"
 
 
 async def phone_leg(client: ControlClient) -> PcmuPhone:
@@ -155,3 +159,66 @@ async def test_browser_offer_with_video_and_data_channel(
             assert abs(await phone.heard_frequency() - BROWSER_TONE_HZ) < 12
     finally:
         await phone.stop()
+
+
+async def page_text(page: DevToolsPage, element_id: str) -> str:
+    text: str = await page.evaluate(
+        f"document.getElementById({json.dumps(element_id)}).textContent"
+    )
+    return text
+
+
+async def page_state(page: DevToolsPage, wanted: str, within_s: float = 15.0) -> None:
+    async with asyncio.timeout(within_s):
+        while (state := await page_text(page, "state")) != wanted:
+            assert not state.startswith("failed"), (state, await page_text(page, "log"))
+            await asyncio.sleep(0.2)
+
+
+async def test_example_page_calls_an_echo_agent(start_server: StartServer, tmp_path: Path) -> None:
+    """examples/browser: the page served on /browser, with a control token, dials an agent that
+    echoes; the browser hears its own microphone tone back through the agent."""
+    server = await start_server(browser_page=True, control={"tokens": [CONTROL_TOKEN]})
+    async with (
+        serve_application(echo_app) as agent_url,
+        chromium(tmp_path, BROWSER_TONE_HZ, f"{server.base_url}/browser") as page,
+    ):
+        fill = {"agent": agent_url, "token": CONTROL_TOKEN}
+        await page.evaluate(
+            f"for (const [id, value] of Object.entries({json.dumps(fill)}))"
+            " document.getElementById(id).value = value;"
+            " document.getElementById('call').click(); true"
+        )
+        await page_state(page, "connected")
+        (session,) = server.manager.sessions()
+        browser, agent = sorted(
+            session.endpoints.values(), key=lambda endpoint: isinstance(endpoint, RtvbpEndpoint)
+        )
+        assert isinstance(browser, WebRtcEndpoint) and isinstance(agent, RtvbpEndpoint)
+        await browser_hears(page, BROWSER_TONE_HZ)
+        async with asyncio.timeout(5):  # the page's own readout, refreshed twice a second
+            while "strongest at" not in (shown := await page_text(page, "hearing")):
+                await asyncio.sleep(0.2)
+        assert abs(float(shown.split()[-2]) - BROWSER_TONE_HZ) < 12, shown
+
+        await page.evaluate("document.getElementById('hangup').click(); true")
+        await page_state(page, "ended")
+        async with asyncio.timeout(10):
+            while server.manager.sessions():
+                await asyncio.sleep(0.1)
+
+
+async def test_example_page_says_why_a_token_is_refused(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(browser_page=True, control={"tokens": [CONTROL_TOKEN]})
+    async with chromium(tmp_path, BROWSER_TONE_HZ, f"{server.base_url}/browser") as page:
+        await page.evaluate(
+            "document.getElementById('token').value = 'not-the-token-at-all';"
+            " document.getElementById('call').click(); true"
+        )
+        async with asyncio.timeout(15):
+            while not (state := await page_text(page, "state")).startswith("failed"):
+                await asyncio.sleep(0.2)
+        assert "control WebSocket was refused" in state
+        assert not server.manager.sessions()

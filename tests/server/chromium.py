@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import shutil
 import wave
 from collections.abc import AsyncIterator
@@ -78,52 +79,58 @@ async def page_server() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def chromium(workdir: Path, tone_hz: float) -> AsyncIterator[DevToolsPage]:
-    """A headless Chromium on the test page; yields the page's DevTools connection."""
+async def chromium(
+    workdir: Path, tone_hz: float, url: str | None = None
+) -> AsyncIterator[DevToolsPage]:
+    """A headless Chromium on `url` (default: the test page); yields the page's DevTools
+    connection once the page has loaded."""
     if shutil.which(CHROMIUM) is None:
         raise AssertionError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    if url is None:
+        async with page_server() as test_page, chromium(workdir, tone_hz, test_page) as page:
+            yield page
+        return
     wav = workdir / "tone.wav"
     write_tone_wav(wav, tone_hz)
     profile = workdir / "profile"
     profile.mkdir()
-    async with page_server() as url:
-        process = await asyncio.create_subprocess_exec(
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--autoplay-policy=no-user-gesture-required",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            url,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+    process = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            port = await _devtools_port(profile)
+            page_url = await _page_websocket(http, port, url)
+            async with http.ws_connect(page_url, max_msg_size=0) as websocket:
+                page = DevToolsPage(websocket)
+                await _wait_loaded(page, url)
+                yield page
+    finally:
+        process.terminate()
         try:
-            async with aiohttp.ClientSession() as http:
-                port = await _devtools_port(profile)
-                page_url = await _page_websocket(http, port, url)
-                async with http.ws_connect(page_url, max_msg_size=0) as websocket:
-                    page = DevToolsPage(websocket)
-                    await _wait_loaded(page)
-                    yield page
-        finally:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 async def _devtools_port(profile: Path) -> int:
@@ -145,7 +152,8 @@ async def _page_websocket(http: aiohttp.ClientSession, port: int, url: str) -> s
             await asyncio.sleep(0.1)
 
 
-async def _wait_loaded(page: DevToolsPage) -> None:
+async def _wait_loaded(page: DevToolsPage, url: str) -> None:
+    loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
     async with asyncio.timeout(30):
-        while await page.evaluate("typeof makeOffer") != "function":
+        while not await page.evaluate(loaded):
             await asyncio.sleep(0.1)

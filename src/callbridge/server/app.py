@@ -25,6 +25,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from callbridge.engine.manager import SessionManager
 from callbridge.rtvbp.application import Application
 from callbridge.rtvbp.auth import OriginPolicy
+from callbridge.server.browser_page import setup_browser_page
 from callbridge.server.config import RtvbpSettings, Settings, parse_listen_address
 from callbridge.server.control import control_server, setup_control, shutdown_control
 from callbridge.server.control_access import setup_control_access
@@ -106,6 +107,8 @@ def setup_media_server(app: web.Application, manager: SessionManager, settings: 
     """The media session server on `app`: control-plane access first, then the HTTP API, the
     control WebSocket and the media ingress."""
     setup_control_access(app, settings)
+    if settings.browser_page:
+        setup_browser_page(app)
     setup_http_api(app, manager, settings)
     setup_http_recordings(app, settings)
     setup_control(app, manager, settings)

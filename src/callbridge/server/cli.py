@@ -143,6 +143,13 @@ def serve_command(
             help="Serve /metrics without a token when control authentication is on.",
         ),
     ] = None,
+    browser_page: Annotated[
+        bool | None,
+        typer.Option(
+            "--browser-page/--no-browser-page",
+            help="Serve the example page on /browser: call an RTVBP application from a browser.",
+        ),
+    ] = None,
 ) -> None:
     """Serve an RTVBP application (and the control API) on one port, default 127.0.0.1:9100.
 
@@ -160,6 +167,7 @@ def serve_command(
         "log_level": log_level,
         "tls_cert_file": tls_cert,
         "tls_key_file": tls_key,
+        "browser_page": browser_page,
     }
     if rtvbp_path is not None:
         overrides["rtvbp"] = {"path": rtvbp_path}

@@ -245,6 +245,9 @@ class Settings(BaseSettings, RtpbridgeKeys):
     # WebRTC endpoints.
     webrtc_consent_timeout_secs: float = Field(30, ge=5, le=300)
     """A WebRTC endpoint is `disconnected` after this long without an ICE check from its peer."""
+    browser_page: bool = False
+    """Serve the example browser page on ``/browser``: it calls an RTVBP application from the
+    browser's microphone (see examples/browser/README.md). Off by default."""
 
     @field_validator("listen", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ Neither the logs nor the responses ever contain a token; they say what was wrong
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -31,6 +32,7 @@ from callbridge.rtvbp.auth import (
     bearer_token,
 )
 from callbridge.rtvbp.errors import AuthError
+from callbridge.server.browser_page import BROWSER_PAGE_PATH
 from callbridge.server.config import ControlSettings, Settings
 from callbridge.server.http_api import json_response
 
@@ -119,6 +121,9 @@ class ControlAccess:
         self.open_paths = set(OPEN_PATHS)
         if control.public_metrics:
             self.open_paths.add("/metrics")
+        self.browser_page = settings.browser_page
+        if settings.browser_page:
+            self.open_paths.add(BROWSER_PAGE_PATH)
         media_path = settings.rtvbp.media_path.rstrip("/")
         self._rtvbp_paths = {settings.rtvbp.path, media_path}
         self._rtvbp_prefix = media_path + "/"
@@ -131,7 +136,8 @@ class ControlAccess:
         """The refusal for `request`, or None when it may proceed."""
         if request.path in self.open_paths:
             return None
-        if not self.origins.check(request.headers.get(hdrs.ORIGIN)):
+        origin = request.headers.get(hdrs.ORIGIN)
+        if not self.origins.check(origin) and not self._own_page(request, origin):
             return _refuse(request, 403, "origin not allowed")
         if self.authenticator is None:
             return None
@@ -152,6 +158,24 @@ class ControlAccess:
         if granted < needed:
             return _refuse(request, 403, "read-only token")
         return None
+
+    def _own_page(self, request: web.Request, origin: str | None) -> bool:
+        """True for the browser page served by this listener: its Origin is the request's own
+        scheme and Host. Only when Host is an IP address or localhost: a hostile site can point
+        its own DNS name at this address (DNS rebinding) and then be same-origin, so pages
+        reached by a DNS name need that origin in `control.allowed_origins`."""
+        if not self.browser_page or origin is None:
+            return False
+        if origin.strip().rstrip("/").lower() != f"{request.scheme}://{request.host}".lower():
+            return False
+        hostname = request.url.host or ""
+        if hostname.lower() == "localhost":
+            return True
+        try:
+            ipaddress.ip_address(hostname.strip("[]"))
+        except ValueError:
+            return False
+        return True
 
 
 def offered_subprotocols(request: web.Request) -> list[str]:
