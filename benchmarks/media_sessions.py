@@ -8,6 +8,8 @@ Scenarios:
   passthrough  two PCMU parties (header rewrite only)
   transcode    a PCMU party and an Opus party (decode, resample, encode both ways)
   mix3         three PCMU parties (N-1 mixing on the media clock)
+  webrtc       browser-to-phone calls: a WebRTC Opus party (STUN, DTLS, SRTP, as
+               benchmarks/webrtc_load.py does it) and a PCMU party (transcoding both ways)
 
 Latency is receive time minus send time, both taken in the generator process. Passthrough
 packets carry their leg, sequence number and send time in the payload. Transcoding and mixing
@@ -50,7 +52,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from callbridge.engine.offers import create_from_offer
+from callbridge.media.sdp import parse_sdp
 from rtp_load import generator_entry, offer_sdp
+from webrtc_load import OPUS_PAYLOAD_TYPE, answer_credentials, webrtc_offer_sdp
 
 LOCAL = ("127.0.0.1", 0)
 
@@ -73,6 +77,7 @@ SCENARIOS = {
     "passthrough": Scenario("passthrough", ("pcmu", "pcmu"), "payload", 500),
     "transcode": Scenario("transcode", ("pcmu", "opus"), "burst", 100),
     "mix3": Scenario("mix3", ("pcmu", "pcmu", "pcmu"), "burst", 150, alignment_ms=20.0),
+    "webrtc": Scenario("webrtc", ("webrtc", "pcmu"), "burst", 100),
 }
 
 # The load generator (child process) is benchmarks/rtp_load.py, shared with rtpengine_compare.
@@ -166,6 +171,9 @@ async def run_case(
             session = manager.create_session(lambda name, data, critical: None)
             created.append(session)
             for codec, port in zip(codecs, group, strict=True):
+                if codec == "webrtc":
+                    targets.append(await _webrtc_party(session, *port))
+                    continue
                 _, answer = await create_from_offer(session, offer_sdp(codec, port), "sendrecv")
                 port_line = next(line for line in answer.split("\r\n") if line.startswith("m="))
                 targets.append(int(port_line.split()[1]))
@@ -204,6 +212,15 @@ async def run_case(
         }
     )
     return Outcome(scenario.name, sessions, baseline, figures)
+
+
+async def _webrtc_party(session: Any, _port: int, fingerprint: str) -> dict[str, Any]:
+    """A WebRTC endpoint for a generator party whose certificate has `fingerprint`; its target
+    (the endpoint's candidate port, Opus payload type, ICE credentials, fingerprint)."""
+    _, answer = await create_from_offer(session, webrtc_offer_sdp(fingerprint), "sendrecv")
+    address = parse_sdp(answer).remote_address
+    assert address is not None
+    return {"port": address[1], "payload_type": OPUS_PAYLOAD_TYPE, **answer_credentials(answer)}
 
 
 def _start_recording(session: Any, record: str, index: int) -> None:

@@ -24,9 +24,15 @@ then) and, `DRAIN_S` after the end, the window's figures (a dict). Figures inclu
 generator's own health (its CPU share and how late its send slots ran), so a caller can tell
 when the load generator, not the relay, is the limit.
 
-Pipe protocol: child sends the list of its ports (session-major, party-minor); the parent
-answers with one target per port: an int port on 127.0.0.1, or (port, payload_type) when the
-relay chose the payload type (e.g. a dynamic Opus PT); then "start", "stop", figures per window.
+A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
+connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it
+receives with SRTP, as a browser would; its figures count as "opus".
+
+Pipe protocol: child sends the list of its ports (session-major, party-minor), a webrtc party
+as [port, its DTLS fingerprint]; the parent answers with one target per port: an int port on
+127.0.0.1, or (port, payload_type) when the relay chose the payload type (e.g. a dynamic Opus
+PT), or for a webrtc party a dict (port, payload_type and `webrtc_load.answer_credentials`);
+then "start", "stop", figures per window.
 """
 
 from __future__ import annotations
@@ -196,6 +202,8 @@ class _Leg:
         self.opus_bytes: list[int] = []
         self.opus_stereo: list[int] = []
         self.latencies: list[list[float]] = []
+        self.link: Any = None
+        """A `webrtc_load.WebRtcLink` for a webrtc party, else None."""
 
     def measure(self, windows: LoadWindows) -> None:
         self.windows = windows
@@ -223,8 +231,11 @@ class _Leg:
     def send_frame(self, frame: int) -> None:
         """Send this party's packet for `frame` on its own socket."""
         assert self.sock is not None
+        packet = self.stamp(frame)
+        if self.link is not None:
+            packet = self.link.protect(packet)
         try:
-            self.sock.sendto(self.stamp(frame), self.target)  # type: ignore[arg-type]
+            self.sock.sendto(packet, self.target)  # type: ignore[arg-type]
         except OSError:
             self.send_errors += 1  # counted as loss by the receiving party
 
@@ -242,6 +253,17 @@ class _Leg:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                 arrival = seconds + nanoseconds * 1e-9
+        if self.link is not None:
+            if not data or not 127 < data[0] < 192:  # STUN or DTLS: the handshake
+                for reply in self.link.handle(data):
+                    self.sock.sendto(reply, self.target)  # type: ignore[arg-type]
+                return
+            if self.link.srtp is None:
+                return
+            unprotected = self.link.srtp.unprotect(data, time.monotonic())
+            if unprotected is None:
+                return  # RTCP, or a packet that does not authenticate
+            data = unprotected
         self.receive(data, arrival or time.time())
 
     def stamp(self, frame: int) -> bytes | bytearray:
@@ -421,6 +443,7 @@ async def _generate(
 ) -> None:
     from callbridge.media.codecs import OPUS, create_decoder
     from callbridge.media.g711 import ulaw_decode
+    from webrtc_load import WebRtcLink
 
     loop = asyncio.get_running_loop()
     width = len(codecs)
@@ -430,27 +453,45 @@ async def _generate(
             (codec, position): _burst_frames(
                 codec, position, noise, BURST_EVERY if width > 2 else BURST_EVERY // 2
             )
-            for position, codec in enumerate(codecs)
+            for position, codec in enumerate(
+                "opus" if party == "webrtc" else party for party in codecs
+            )
         }
         if method == "burst"
         else {}
     )
     legs: list[_Leg] = []
     for session in range(sessions):
-        for position, codec in enumerate(codecs):
+        for position, party in enumerate(codecs):
+            codec = "opus" if party == "webrtc" else party
             leg = _Leg(len(legs), session, position, width, codec, method)
             leg.recent = recent
+            if party == "webrtc":
+                leg.link = WebRtcLink()
             if method == "burst":
                 leg.cycle = cycles[(codec, position)]
                 leg.decoder = create_decoder(OPUS) if codec == "opus" else ulaw_decode
             legs.append(leg)
-    conn.send([leg.open(loop) for leg in legs])
+    ports = [leg.open(loop) for leg in legs]
+    conn.send(
+        [
+            [port, leg.link.fingerprint()] if leg.link is not None else port
+            for leg, port in zip(legs, ports, strict=True)
+        ]
+    )
     targets = await loop.run_in_executor(None, conn.recv)
     for leg, target in zip(legs, targets, strict=True):
-        port, payload_type = target if isinstance(target, tuple | list) else (target, None)
+        if isinstance(target, dict):
+            port, payload_type = target["port"], target["payload_type"]
+        else:
+            port, payload_type = target if isinstance(target, tuple | list) else (target, None)
         leg.target = ("127.0.0.1", int(port))
         if payload_type is not None:
             leg.payload_type = int(payload_type)
+        if leg.link is not None:
+            for datagram in leg.link.start(target):
+                leg.sock.sendto(datagram, leg.target)  # type: ignore[union-attr]
+    await _webrtc_connected([leg for leg in legs if leg.link is not None])
     slots: list[list[_Leg]] = [[] for _ in range(SLOTS)]
     for leg in legs:
         slots[leg.slot].append(leg)
@@ -502,6 +543,19 @@ async def _generate(
         frame += 1
     for leg in legs:
         leg.close(loop)
+
+
+async def _webrtc_connected(legs: list[_Leg], within_s: float = 30.0) -> None:
+    """Wait until every webrtc party's handshake is done, resending what got lost."""
+    deadline = time.monotonic() + within_s
+    while any(leg.link.srtp is None for leg in legs):
+        if time.monotonic() > deadline:
+            down = sum(leg.link.srtp is None for leg in legs)
+            raise RuntimeError(f"{down} of {len(legs)} WebRTC parties did not connect")
+        await asyncio.sleep(0.2)
+        for leg in legs:
+            for datagram in leg.link.retry():
+                leg.sock.sendto(datagram, leg.target)  # type: ignore[union-attr]
 
 
 def generator_entry(

@@ -15,7 +15,10 @@ a DTLS client handshake, libsrtp): enough to connect an endpoint and send SRTP, 
 3. Browser-to-phone calls: `--calls` sessions of a WebRTC Opus party and a plain RTP PCMU
    party (decode, resample, encode both ways); the CPU share per call over the window and the
    calls one fully used core would carry at that cost (an estimate: no latency is measured
-   here; the latency-bound search for plain RTP is benchmarks/media_sessions.py).
+   here). How many such calls one worker holds within the latency bound is measured by
+   `benchmarks/media_sessions.py --scenarios webrtc,transcode`: the same calls from a separate
+   load-generator process, zero loss and added p99 latency searched as for plain RTP, with
+   the RTP-only transcode scenario beside it.
 Figures only.
 
 Usage: python benchmarks/webrtc_endpoints.py [--endpoints 200] [--pairs 50] [--calls 20]
@@ -39,13 +42,12 @@ from callbridge.engine.config import EngineConfig
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
-from callbridge.media import stun
 from callbridge.media.avcodecs import OpusEncoder
 from callbridge.media.dtls import DtlsSession, local_certificate
 from callbridge.media.g711 import ulaw_encode
 from callbridge.media.rtp import build_rtp
 from callbridge.media.sdp import parse_sdp
-from callbridge.media.webrtc_sdp import parse_webrtc
+from webrtc_load import WebRtcLink, answer_credentials, webrtc_offer_sdp
 
 PAYLOAD = bytes(range(80))
 
@@ -78,17 +80,15 @@ def rss_bytes() -> int:
 
 
 class Peer(asyncio.DatagramProtocol):
-    """One party: plain RTP, or WebRTC (STUN check, DTLS client, SRTP)."""
+    """One party: plain RTP, or WebRTC (benchmarks/webrtc_load.py's STUN check, DTLS, SRTP)."""
 
     def __init__(self, webrtc: bool, payloads: list[bytes] | None = None) -> None:
-        self.webrtc = webrtc
+        self.link = WebRtcLink() if webrtc else None
         self.payloads = payloads or [PAYLOAD]
         self.payload_type = 0 if payloads is not None and not webrtc else 111
         self.transport: Any = None
         self.target: tuple[str, int] | None = None
-        self.dtls: DtlsSession | None = None
         self.secured = asyncio.Event()
-        self.checked = asyncio.Event()
         self.received = 0
         self.ssrc = secrets.randbits(32)
         self.sequence = 0
@@ -99,56 +99,32 @@ class Peer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not data:
             return  # strays from other programs on the machine
-        first = data[0]
-        if 127 < first < 192:
+        if 127 < data[0] < 192:
             self.received += 1
-        elif first < 4:
-            self.checked.set()
-        elif self.dtls is not None:
-            for flight in self.dtls.receive(data):
-                self.transport.sendto(flight, addr)
-            if self.dtls.srtp is not None:
+        elif self.link is not None:
+            for reply in self.link.handle(data):
+                self.transport.sendto(reply, addr)
+            if self.link.srtp is not None:
                 self.secured.set()
 
     def offer(self) -> str:
+        if self.link is not None:
+            return webrtc_offer_sdp(self.link.fingerprint())
         port = self.transport.get_extra_info("sockname")[1]
         lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
-        if self.webrtc:
-            lines += [
-                "m=audio 9 UDP/TLS/RTP/SAVPF 111",
-                "a=mid:0",
-                "a=ice-ufrag:peer",
-                "a=ice-pwd:peerpasswordpeerpassword",
-                f"a=fingerprint:sha-256 {local_certificate().fingerprint}",
-                "a=setup:actpass",
-                "a=rtcp-mux",
-            ]
-        elif self.payload_type == 0:
+        if self.payload_type == 0:
             return "\r\n".join([*lines, f"m=audio {port} RTP/AVP 0", "a=rtpmap:0 PCMU/8000", ""])
-        else:
-            lines.append(f"m=audio {port} RTP/AVP 111")
+        lines.append(f"m=audio {port} RTP/AVP 111")
         return "\r\n".join([*lines, "a=rtpmap:111 opus/48000/2", ""])
 
     async def connect(self, answer: str) -> None:
         description = parse_sdp(answer)
         assert description.remote_address is not None
         self.target = description.remote_address
-        if not self.webrtc:
+        if self.link is None:
             return
-        ours = parse_webrtc(answer)
-        assert ours.ice_ufrag and ours.ice_password
-        check = stun.build_stun(
-            stun.BINDING_REQUEST,
-            os.urandom(12),
-            [(stun.USERNAME, f"{ours.ice_ufrag}:peer".encode()), (stun.USE_CANDIDATE, b"")],
-            integrity_key=ours.ice_password.encode(),
-        )
-        self.transport.sendto(check, self.target)
-        await asyncio.wait_for(self.checked.wait(), 5)
-        self.dtls = DtlsSession(local_certificate(), client=True)
-        self.dtls.remote_fingerprint = local_certificate().fingerprint
-        for flight in self.dtls.start():
-            self.transport.sendto(flight, self.target)
+        for datagram in self.link.start(answer_credentials(answer)):
+            self.transport.sendto(datagram, self.target)
         await asyncio.wait_for(self.secured.wait(), 5)
 
     def send(self) -> None:
@@ -158,9 +134,8 @@ class Peer(asyncio.DatagramProtocol):
             self.payload_type, self.sequence, self.sequence * step, self.ssrc, payload
         )
         self.sequence = (self.sequence + 1) & 0xFFFF
-        if self.dtls is not None:
-            assert self.dtls.srtp is not None
-            packet = self.dtls.srtp.outbound.protect(packet)
+        if self.link is not None:
+            packet = self.link.protect(packet)
         self.transport.sendto(packet, self.target)
 
 
@@ -236,7 +211,7 @@ def protect_cost_us() -> float:
         replies = [reply for flight in flights for reply in server.receive(flight)]
         flights = [back for reply in replies for back in client.receive(reply)]
     assert client.srtp is not None
-    protect = client.srtp.outbound.protect
+    protect = client.srtp.protect
     count = 20000
     started = time.perf_counter()
     for sequence in range(count):
@@ -267,7 +242,10 @@ async def main(arguments: argparse.Namespace) -> None:
         )
         print(f"WebRTC Opus <-> RTP PCMU, {arguments.calls} calls (peers included):")
         print(f"  CPU per call       {share * 100:6.2f} % of a core")
-        print(f"  calls per core     {1 / share:6.0f} at that cost (no latency bound applied)")
+        print(
+            f"  calls per core     {1 / share:6.0f} at that cost (no latency bound:"
+            " media_sessions.py --scenarios webrtc)"
+        )
     finally:
         await manager.shutdown(0)
 
