@@ -28,23 +28,12 @@ OPUS_PAYLOAD_TYPE = 111
 def webrtc_offer_sdp(fingerprint: str) -> str:
     """A browser-like audio offer (Opus, rtcp-mux, actpass) for a peer whose DTLS certificate
     has `fingerprint`; no candidates (the endpoint is ICE-lite, the peer checks it)."""
-    return "\r\n".join(
-        [
-            "v=0",
-            "o=- 1 1 IN IP4 127.0.0.1",
-            "s=-",
-            "c=IN IP4 127.0.0.1",
-            "t=0 0",
-            f"m=audio 9 UDP/TLS/RTP/SAVPF {OPUS_PAYLOAD_TYPE}",
-            "a=mid:0",
-            f"a=ice-ufrag:{PEER_UFRAG}",
-            f"a=ice-pwd:{PEER_PASSWORD}",
-            f"a=fingerprint:sha-256 {fingerprint}",
-            "a=setup:actpass",
-            "a=rtcp-mux",
-            f"a=rtpmap:{OPUS_PAYLOAD_TYPE} opus/48000/2",
-            "",
-        ]
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio 9 UDP/TLS/RTP/SAVPF {OPUS_PAYLOAD_TYPE}\r\na=mid:0\r\n"
+        f"a=ice-ufrag:{PEER_UFRAG}\r\na=ice-pwd:{PEER_PASSWORD}\r\n"
+        f"a=fingerprint:sha-256 {fingerprint}\r\na=setup:actpass\r\na=rtcp-mux\r\n"
+        f"a=rtpmap:{OPUS_PAYLOAD_TYPE} opus/48000/2\r\n"
     )
 
 
