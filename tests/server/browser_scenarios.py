@@ -26,6 +26,7 @@ from tests.engine.webrtc_peers import PcmuPhone
 from tests.server.chromium import DevToolsPage, chromium
 from tests.server.conftest import ControlClient, ServerHandle, StartServer
 from tests.server.loopback_namespace import only_loopback
+from tests.server.test_cli import running_server
 
 pytestmark = pytest.mark.skipif(
     not only_loopback(),
@@ -222,3 +223,18 @@ async def test_example_page_says_why_a_token_is_refused(
                 await asyncio.sleep(0.2)
         assert "control WebSocket was refused" in state
         assert not server.manager.sessions()
+
+
+async def test_example_guide_from_zero(tmp_path: Path) -> None:
+    """examples/browser/README.md as written: `callbridge serve --browser-page`, open /browser,
+    press Call with the agent field as it comes (the server's own demo application): the demo
+    greets, then echoes the microphone tone."""
+    with running_server("--browser-page") as port:
+        async with chromium(tmp_path, BROWSER_TONE_HZ, f"http://127.0.0.1:{port}/browser") as page:
+            agent = await page.evaluate("document.getElementById('agent').value")
+            assert agent == f"ws://127.0.0.1:{port}/rtvbp"
+            await page.evaluate("document.getElementById('call').click(); true")
+            await page_state(page, "connected")
+            await browser_hears(page, BROWSER_TONE_HZ)
+            await page.evaluate("document.getElementById('hangup').click(); true")
+            await page_state(page, "ended")
