@@ -1,8 +1,10 @@
 """Headless Debian Chromium driven over the DevTools protocol, with a fake microphone tone.
 
 The browser gets a fresh profile, no background networking, a WAV of a known tone as its
-microphone, and one page served by the test on 127.0.0.1. `evaluate` runs an expression in that
-page (promises awaited) through the page's DevTools WebSocket, with aiohttp's client.
+microphone, and one page on 127.0.0.1: the test page served here, or a URL of the server under
+test. `evaluate` runs an expression in that page (promises awaited) through the page's DevTools
+WebSocket, with aiohttp's client. Loopback candidates are allowed and not hidden behind mDNS
+names: the browser scenarios run where loopback is the only interface.
 """
 
 from __future__ import annotations
