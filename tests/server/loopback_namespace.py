@@ -2,8 +2,8 @@
 
 Chromium gathers its host candidates on the machine's interfaces, never on 127.0.0.1 while any
 other interface exists. In a namespace with only `lo`, loopback is all it has, so every packet of
-a browser scenario (control WebSocket, ICE, DTLS, SRTP, DevTools) stays on loopback. Creating
-the namespace needs root or CAP_SYS_ADMIN (`unshare --net`).
+a browser scenario (control WebSocket, ICE, DTLS, SRTP, DevTools) stays on loopback. Making
+the namespace needs root or CAP_SYS_ADMIN, or a kernel that allows unprivileged user namespaces.
 """
 
 from __future__ import annotations
@@ -24,19 +24,30 @@ def only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def namespace_unavailable() -> str | None:
-    """Why a loopback-only namespace cannot be made here, or None when it can."""
+UNSHARE_COMMANDS = (
+    ("unshare", "--net"),
+    ("unshare", "--user", "--map-root-user", "--net"),
+)
+"""As root (or with CAP_SYS_ADMIN); else inside an unprivileged user namespace, where the
+kernel allows them."""
+
+
+def unshare_command() -> tuple[str, ...] | str:
+    """The command prefix that makes a loopback-only namespace here, or why none can be made."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "needs util-linux's unshare and iproute2's ip to make a loopback-only namespace"
-    probe = subprocess.run(
-        ["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        return (
-            "cannot create a network namespace (`unshare --net` needs root or CAP_SYS_ADMIN): "
-            + probe.stderr.strip()
+    errors = []
+    for command in UNSHARE_COMMANDS:
+        probe = subprocess.run(
+            [*command, "ip", "link", "set", "lo", "up"], capture_output=True, text=True
         )
-    return None
+        if probe.returncode == 0:
+            return command
+        errors.append(probe.stderr.strip())
+    return (
+        "cannot create a network namespace: `unshare --net` needs root or CAP_SYS_ADMIN, and"
+        f" unprivileged user namespaces are not allowed here ({'; '.join(errors)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,14 @@ class Outcome:
     details: str
 
 
-def run_in_namespace(module: Path, report: Path, timeout_s: float) -> dict[str, Outcome]:
-    """Run every test of `module` with pytest inside a new loopback-only namespace; returns
-    {test name: outcome}. The whole pytest output is in the failure text of a missing test."""
+def run_in_namespace(
+    unshare: tuple[str, ...], module: Path, report: Path, timeout_s: float
+) -> dict[str, Outcome]:
+    """Run every test of `module` with pytest inside a new loopback-only namespace made with
+    `unshare` (from `unshare_command`); returns {test name: outcome}, or {"": outcome} with the
+    whole pytest output when it produced no report."""
     command = [
-        "unshare",
-        "--net",
+        *unshare,
         "sh",
         "-c",
         'ip link set lo up && exec "$@"',

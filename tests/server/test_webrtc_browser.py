@@ -10,21 +10,22 @@ from pathlib import Path
 import pytest
 
 from tests.server import browser_scenarios
-from tests.server.loopback_namespace import Outcome, namespace_unavailable, run_in_namespace
+from tests.server.loopback_namespace import Outcome, run_in_namespace, unshare_command
 
 SCENARIOS = Path(browser_scenarios.__file__)
 NAMES = [name for name, _ in inspect.getmembers(browser_scenarios) if name.startswith("test_")]
 WHOLE_RUN_TIMEOUT_S = 110.0
 """A guard against a hang only; the scenarios together take a few seconds each."""
 
-UNAVAILABLE = namespace_unavailable()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")
+UNSHARE = unshare_command()
+pytestmark = pytest.mark.skipif(isinstance(UNSHARE, str), reason=str(UNSHARE))
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    assert not isinstance(UNSHARE, str)
     report = tmp_path_factory.mktemp("browser") / "scenarios.xml"
-    return run_in_namespace(SCENARIOS, report, WHOLE_RUN_TIMEOUT_S)
+    return run_in_namespace(UNSHARE, SCENARIOS, report, WHOLE_RUN_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("name", NAMES)
