@@ -238,3 +238,22 @@ async def test_example_guide_from_zero(tmp_path: Path) -> None:
             await browser_hears(page, BROWSER_TONE_HZ)
             await page.evaluate("document.getElementById('hangup').click(); true")
             await page_state(page, "ended")
+
+
+async def test_example_page_says_when_the_agent_cannot_be_reached(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(browser_page=True)
+    async with chromium(tmp_path, BROWSER_TONE_HZ, f"{server.base_url}/browser") as page:
+        unreachable = "ws://127.0.0.1:9/rtvbp"  # the discard port: nothing listens
+        await page.evaluate(
+            f"document.getElementById('agent').value = {json.dumps(unreachable)};"
+            " document.getElementById('call').click(); true"
+        )
+        async with asyncio.timeout(20):
+            while not (state := await page_text(page, "state")).startswith("failed"):
+                await asyncio.sleep(0.2)
+        assert state.startswith("failed: the agent could not be reached (failed: "), state
+        async with asyncio.timeout(10):  # hung up: the page closed its control connection
+            while server.manager.sessions():
+                await asyncio.sleep(0.1)
