@@ -8,7 +8,9 @@ the namespace needs root or CAP_SYS_ADMIN, or a kernel that allows unprivileged 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,10 +81,20 @@ def run_in_namespace(
         f"--junitxml={report}",
         str(module),
     ]
-    completed = subprocess.run(
-        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=timeout_s
+    process = subprocess.Popen(
+        command,
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a hang ends with every browser in it
     )
-    output = completed.stdout + completed.stderr
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return {"": Outcome(False, f"the scenarios took over {timeout_s:g} s:\n{output}")}
     if not report.exists():
         return {"": Outcome(False, output)}
     outcomes: dict[str, Outcome] = {}

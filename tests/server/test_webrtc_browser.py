@@ -14,7 +14,7 @@ from tests.server.loopback_namespace import Outcome, run_in_namespace, unshare_c
 
 SCENARIOS = Path(browser_scenarios.__file__)
 NAMES = [name for name, _ in inspect.getmembers(browser_scenarios) if name.startswith("test_")]
-WHOLE_RUN_TIMEOUT_S = 110.0
+WHOLE_RUN_TIMEOUT_S = 100.0
 """A guard against a hang only; the scenarios together take a few seconds each."""
 
 UNSHARE = unshare_command()
