@@ -1,10 +1,14 @@
 """Browser scenarios: a real browser (headless Debian Chromium) in a session through the control
 protocol, run by test_webrtc_browser.py in a network namespace that has only loopback.
 
-The page's RTCPeerConnection has no ICE servers; the fake microphone is a 700 Hz tone and an
-RTP PCMU phone in the same session sends 440 Hz. The browser must hear 440 Hz (inbound-rtp
+The test page's RTCPeerConnection has no ICE servers; the fake microphone is a 700 Hz tone and
+an RTP PCMU phone in the same session sends 440 Hz. The browser must hear 440 Hz (inbound-rtp
 stats and an AnalyserNode on the remote track) and the phone 700 Hz; DTMF, ICE restart and our
 own offer are exercised against the same browser.
+
+The example page (`/browser`, examples/browser/README.md) is driven as a user would: fill in
+the fields, press Call; an echoing agent must send the 700 Hz tone back, by the page's own
+analyser; a wrong token and an unreachable agent must be reported as such.
 """
 
 from __future__ import annotations

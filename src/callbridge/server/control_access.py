@@ -5,7 +5,8 @@ Every path is guarded except the RTVBP ingress paths, which authenticate voice p
 `/health` (a liveness probe that reveals nothing) and, when the settings say so, `/metrics`.
 A guarded request:
 
-1. with an Origin header (a browser) whose Origin is not allowed: 403;
+1. with an Origin header (a browser) whose Origin is not allowed: 403 (with `browser_page` on,
+   the page's own origin is allowed when Host is an address, see `ControlAccess._own_page`);
 2. when authentication is on, without an acceptable bearer token: 401 (`Authorization: Bearer`,
    or for browsers the `bearer.<base64url>` WebSocket subprotocol; never the query string, which
    ends up in proxy logs and browser history);
