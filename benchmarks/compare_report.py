@@ -249,7 +249,7 @@ def opus_note(results: list[dict[str, Any]], noise_rms: float, complexity: int) 
     """The relays' Opus encoders are configured differently: say how, and what it costs."""
     import numpy as np
 
-    from callbridge.media.avcodecs import OPUS_COMPLEXITY, OpusEncoder
+    from callbridge.media.opus import OPUS_COMPLEXITY, OpusEncoder
 
     # the test signal as the relays' Opus encoders see it: a 1 kHz burst frame, four quiet ones
     generator = np.random.default_rng(1)
@@ -281,7 +281,7 @@ def opus_note(results: list[dict[str, Any]], noise_rms: float, complexity: int) 
         f" mono; its default is {OPUS_COMPLEXITY}); rtpengine 10.5 with libopus through ffmpeg"
         " at its default complexity (10)."
         f" One 20 ms encode of the test signal here: {costs[OPUS_COMPLEXITY]:.0f} us at"
-        f" {OPUS_COMPLEXITY}, {costs[10]:.0f} us at 10 (PyAV's libopus). Opus received from"
+        f" {OPUS_COMPLEXITY}, {costs[10]:.0f} us at 10 (libopus at 48 kHz). Opus received from"
         f" each relay: {'; '.join(sent) or 'n/a'}."
     )
 

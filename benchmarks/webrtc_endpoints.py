@@ -42,7 +42,7 @@ from callbridge.engine.config import EngineConfig
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
-from callbridge.media.avcodecs import OpusEncoder
+from callbridge.media.opus import OpusEncoder
 from callbridge.media.dtls import DtlsSession, local_certificate
 from callbridge.media.g711 import ulaw_encode
 from callbridge.media.rtp import build_rtp

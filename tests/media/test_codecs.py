@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.media.avcodecs import OpusEncoder
+from callbridge.media.opus import OpusEncoder
 from callbridge.media.codecs import (
     G722,
     L16_BRIDGE,

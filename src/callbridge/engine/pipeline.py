@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 
-from callbridge.media.avcodecs import OPUS_COMPLEXITY
+from callbridge.media.opus import OPUS_COMPLEXITY
 from callbridge.media.codecs import CodecSpec, Encoder, create_encoder
 from callbridge.media.errors import MediaError
 from callbridge.media.mixer import mix_minus

@@ -1,17 +1,11 @@
-"""G.722 and Opus through PyAV's bundled FFmpeg (libavcodec's g722, libopus).
+"""G.722 through PyAV's bundled FFmpeg (libavcodec's g722); Opus has its own module (`opus`).
 
-Both are stateful: use one encoder per outbound stream and one decoder per inbound stream.
-Frames cross into libav as `av.AudioFrame`s; PCM is mono int16 at the codec's real sample
-rate (16000 Hz for G.722, 48000 Hz for Opus).
+Stateful: use one encoder per outbound stream and one decoder per inbound stream. Frames cross
+into libav as `av.AudioFrame`s; PCM is mono int16 at 16000 Hz.
 
 Measured per 20 ms frame on the project's 2-core VM (benchmarks/media_codecs.py, shared with
-other work, so rough): G.722 encode about 40 µs (PyAV re-chunks every frame through a filter
-graph), decode about 20 µs; Opus decode about 40 µs, encode about 130 µs at complexity 0-1,
-190-220 µs at 2-3, 230-360 µs at 4-10. The default is 5: from complexity 4 libopus's SILK
-encoder uses warped noise shaping, more delayed-decision states and interpolated NLSFs, which
-0-3 skip. On our synthetic speech at 24 kbit/s no quality difference was measurable
-(log-spectral distances within 0.7 dB of each other for 0-10), so a deployment short of CPU
-can set 0-1 (`create_encoder(..., opus_complexity=...)`) and halve the encoder's cost.
+other work, so rough): encode about 40 µs (PyAV re-chunks every frame through a filter graph),
+decode about 20 µs.
 """
 
 from __future__ import annotations
@@ -27,17 +21,10 @@ from numpy.typing import NDArray
 
 from callbridge.media.concealment import FadeConcealer
 from callbridge.media.errors import CodecError
-from callbridge.media.pcm import SAMPLE_BYTES, SAMPLE_DTYPE, fit_frame, frame_samples
+from callbridge.media.pcm import SAMPLE_BYTES, SAMPLE_DTYPE, frame_samples
 
 G722_SAMPLE_RATE: Final = 16000
 G722_BIT_RATE: Final = 64000
-OPUS_SAMPLE_RATE: Final = 48000
-OPUS_BIT_RATE: Final = 24000
-"""Fixed Opus target bitrate in bit/s (VBR around it), as rtpbridge uses."""
-OPUS_COMPLEXITY: Final = 5
-"""libopus encoder complexity 0-10; see the module docstring for the measurements."""
-OPUS_FRAME_DURATIONS_MS: Final = (10, 20, 40, 60)
-"""Opus frame durations an encoder can be created for (whole milliseconds only)."""
 
 _CODEC_THREADS: Final = 1
 """Threads per codec context and per filter graph: one. libav's default starts one per core
@@ -58,7 +45,7 @@ def _loaded_libavutil() -> list[str]:
 def _limit_libav_threads() -> None:
     """Make libav's "one thread per core" default mean one thread in this process.
 
-    Setting `thread_count` covers codec contexts only: PyAV encodes G.722 and Opus through a
+    Setting `thread_count` covers codec contexts only: PyAV encodes G.722 through a
     filter graph that re-chunks frames, and that graph takes the core count from libavutil,
     which PyAV gives no setting for. `av_cpu_force_count` is libavutil's own override (as
     ffmpeg's -cpucount). Without a loadable libavutil nothing changes.
@@ -72,14 +59,8 @@ def _limit_libav_threads() -> None:
 
 _limit_libav_threads()
 
-# A TOC-only Opus packet (CELT fullband, mono, one frame of zero length) is how a lost frame is
-# signalled to libopus: it runs its packet-loss concealment for the TOC's duration.
-_OPUS_LOST_PACKETS: Final = ((960, b"\xf8"), (480, b"\xf0"), (240, b"\xe8"), (120, b"\xe0"))
-"""(samples at 48000 Hz, TOC) for 20, 10, 5 and 2.5 ms, longest first."""
-
-
 def _frame_pcm(frame: Any) -> bytes:
-    """Mono int16 PCM bytes of a decoded frame (s16 as libopus and g722 give; float converted)."""
+    """Mono int16 PCM bytes of a decoded frame (s16 as g722 gives; float converted)."""
     samples: int = frame.samples
     if frame.format.name == "s16":
         with memoryview(frame.planes[0]) as view:
@@ -158,27 +139,6 @@ class G722Encoder(_AvEncoder):
         return {"frame_size": str(self.frame_samples)}
 
 
-class OpusEncoder(_AvEncoder):
-    """Opus, mono 48000 Hz, VOIP application, fixed 24 kbit/s target."""
-
-    __slots__ = ("complexity",)
-
-    def __init__(self, ptime_ms: int = 20, complexity: int = OPUS_COMPLEXITY) -> None:
-        if ptime_ms not in OPUS_FRAME_DURATIONS_MS:
-            raise CodecError(f"Opus cannot encode {ptime_ms} ms frames")
-        if not 0 <= complexity <= 10:
-            raise CodecError(f"Opus complexity must be 0..10, got {complexity}")
-        self.complexity = complexity
-        super().__init__("libopus", OPUS_SAMPLE_RATE, ptime_ms, OPUS_BIT_RATE)
-
-    def _options(self) -> dict[str, str]:
-        return {
-            "application": "voip",
-            "frame_duration": str(self.frame_samples * 1000 // self.sample_rate),
-            "compression_level": str(self.complexity),
-        }
-
-
 class _AvDecoder:
     """Shared PyAV decoder plumbing: payload in, int16 PCM at the codec's rate out."""
 
@@ -243,36 +203,3 @@ class G722Decoder(_AvDecoder):
     def reset(self) -> None:
         super().reset()
         self._concealer.reset()
-
-
-class OpusDecoder(_AvDecoder):
-    """Opus, any frame duration up to 120 ms, stereo senders downmixed by libopus to mono."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        super().__init__("libopus", OPUS_SAMPLE_RATE)
-
-    def conceal(self, samples: int) -> bytes:
-        """`samples` samples in place of lost audio, from libopus's own packet-loss concealment.
-
-        Concealed in 20, 10, 5 and 2.5 ms steps, so a lost packet of any Opus duration costs
-        the decoder exactly that much audio (the last step is cut if `samples` is no multiple).
-        """
-        chunks: list[bytes] = []
-        produced = 0
-        while produced < samples:
-            remaining = samples - produced
-            lost_packet = next(
-                (toc for length, toc in _OPUS_LOST_PACKETS if length <= remaining),
-                _OPUS_LOST_PACKETS[-1][1],
-            )
-            try:
-                chunk = self._decode_packet(av.Packet(lost_packet))
-            except CodecError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            produced += len(chunk) // SAMPLE_BYTES
-        return fit_frame(b"".join(chunks), samples)

@@ -2,6 +2,8 @@
 
 PCM on the codec side is always mono int16 little-endian at the codec's *real* sample rate,
 which is not always its RTP clock rate: G.722 is 16000 Hz audio on an 8000 Hz RTP clock.
+Opus is the exception: its PCM rate is chosen per leg (`with_sample_rate`, 8000-48000 Hz, what
+its partners need) while its RTP clock stays 48000 Hz.
 Stateful codecs (G.722, Opus) keep state per stream: one encoder per outbound stream, one
 decoder per inbound stream. G.711 and L16 are stateless and cheap.
 
@@ -17,16 +19,17 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from callbridge.media import g711
-from callbridge.media.avcodecs import (
+from callbridge.media.avcodecs import G722Decoder, G722Encoder
+from callbridge.media.concealment import FadeConcealer
+from callbridge.media.errors import CodecError
+from callbridge.media.opus import (
+    OPUS_BIT_RATE,
     OPUS_COMPLEXITY,
     OPUS_FRAME_DURATIONS_MS,
-    G722Decoder,
-    G722Encoder,
+    OPUS_RATES,
     OpusDecoder,
     OpusEncoder,
 )
-from callbridge.media.concealment import FadeConcealer
-from callbridge.media.errors import CodecError
 from callbridge.media.pcm import DEFAULT_PTIME_MS, frame_samples, swap_byte_order
 
 ByteOrder = Literal["little", "big"]
@@ -66,6 +69,12 @@ class CodecSpec:
     def with_payload_type(self, payload_type: int) -> CodecSpec:
         """The same codec under another (negotiated, dynamic) payload type."""
         return dataclasses.replace(self, payload_type=payload_type)
+
+    def with_sample_rate(self, sample_rate: int) -> CodecSpec:
+        """Opus coded at another PCM rate (one of `OPUS_RATES`); the RTP clock is unchanged."""
+        if self.name.lower() != "opus" or sample_rate not in OPUS_RATES:
+            raise CodecError(f"{self.name} cannot be coded at {sample_rate} Hz")
+        return dataclasses.replace(self, sample_rate=sample_rate)
 
 
 PCMU: Final = CodecSpec("PCMU", 0, 8000, 8000, "PCMU/8000")
@@ -260,10 +269,12 @@ def create_encoder(
     ptime_ms: int = DEFAULT_PTIME_MS,
     *,
     opus_complexity: int = OPUS_COMPLEXITY,
+    opus_bit_rate: int = OPUS_BIT_RATE,
 ) -> Encoder:
     """A new encoder for one outbound stream of `spec` with `ptime_ms` frames.
 
-    `opus_complexity` (0-10) trades Opus encoder CPU for quality; see `avcodecs`.
+    `opus_complexity` (0-10) trades Opus encoder CPU for quality, `opus_bit_rate` (bit/s)
+    bandwidth for quality; see docs/performance.md.
     """
     try:
         frame_samples(spec.sample_rate, ptime_ms)
@@ -275,7 +286,9 @@ def create_encoder(
     if name == "g722":
         return G722Encoder(ptime_ms)
     if name == "opus":
-        return OpusEncoder(ptime_ms, opus_complexity)
+        return OpusEncoder(
+            ptime_ms, opus_complexity, sample_rate=spec.sample_rate, bit_rate=opus_bit_rate
+        )
     if name == "l16":
         return L16Encoder(spec.byte_order or "little")
     raise CodecError(f"unsupported codec {spec.name!r}")
@@ -289,7 +302,7 @@ def create_decoder(spec: CodecSpec) -> Decoder:
     if name == "g722":
         return G722Decoder()
     if name == "opus":
-        return OpusDecoder()
+        return OpusDecoder(spec.sample_rate)
     if name == "l16":
         return L16Decoder(spec.sample_rate, spec.byte_order or "little")
     raise CodecError(f"unsupported codec {spec.name!r}")
