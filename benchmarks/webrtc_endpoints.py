@@ -42,9 +42,9 @@ from callbridge.engine.config import EngineConfig
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
-from callbridge.media.opus import OpusEncoder
 from callbridge.media.dtls import DtlsSession, local_certificate
 from callbridge.media.g711 import ulaw_encode
+from callbridge.media.opus import OpusEncoder
 from callbridge.media.rtp import build_rtp
 from callbridge.media.sdp import parse_sdp
 from webrtc_load import WebRtcLink, answer_credentials, webrtc_offer_sdp

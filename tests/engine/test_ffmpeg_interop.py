@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from callbridge.engine import pipeline
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.media.sdp import parse_sdp
@@ -157,3 +159,20 @@ async def test_ffmpeg_to_ffmpeg_through_callbridge_every_codec_pair(
     )
     failures = [result for result in results if isinstance(result, BaseException)]
     assert not failures, "\n".join(map(repr, failures))
+
+
+async def test_phone_and_opus_peer_code_at_8000_hz_without_resampling(
+    roomy_manager: SessionManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PCMU <-> Opus with ffmpeg's libopus on the Opus side, both ways: libopus codes at the
+    phone's 8000 Hz, so no resampler is ever built, and the tone arrives clean."""
+
+    def no_resampler(source: int, target: int) -> None:
+        raise AssertionError(f"resampler {source} -> {target} Hz built")
+
+    monkeypatch.setattr(pipeline, "Resampler", no_resampler)
+    start, _ = free_port_range(4)
+    for index, case in enumerate([Case("pcmu", None, "opus", 20), Case("opus", 60, "pcmu", 20)]):
+        work = tmp_path / f"case{index}"
+        work.mkdir()
+        await run_case(roomy_manager, case, (start + 4 * index, start + 4 * index + 2), work)

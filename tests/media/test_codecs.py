@@ -3,7 +3,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.media.opus import OpusEncoder
 from callbridge.media.codecs import (
     G722,
     L16_BRIDGE,
@@ -19,6 +18,7 @@ from callbridge.media.codecs import (
     l16,
 )
 from callbridge.media.errors import CodecError
+from callbridge.media.opus import OpusEncoder
 
 
 def _tone(rate: int, samples: int, frequency: float = 440.0, amplitude: float = 8000) -> bytes:

@@ -151,6 +151,18 @@ class Endpoint:
         """What this endpoint consumes as a destination; None when it cannot receive audio."""
         return None
 
+    @property
+    def native_rate(self) -> int | None:
+        """The highest PCM rate of this endpoint's own audio, Hz: what its partners must carry
+        for nothing of it to be lost (Opus legs say 48000 whatever they code at); None if none."""
+        output = self.output_format
+        rates = [self.source_rate, None if output is None else output.sample_rate]
+        known = [rate for rate in rates if rate]
+        return max(known) if known else None
+
+    def code_at(self, rate: int) -> None:
+        """Code this endpoint's audio at `rate` Hz if its codec can choose (Opus); else nothing."""
+
     def route_node(self) -> RouteNode:
         return RouteNode(
             self.id,

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 
-from callbridge.media.opus import OPUS_COMPLEXITY
 from callbridge.media.codecs import CodecSpec, Encoder, create_encoder
 from callbridge.media.errors import MediaError
 from callbridge.media.mixer import mix_minus
+from callbridge.media.opus import OPUS_COMPLEXITY
 from callbridge.media.pcm import (
     DEFAULT_PTIME_MS,
     SAMPLE_BYTES,

@@ -21,12 +21,13 @@ from callbridge.engine.pipeline import (
 )
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.media.errors import MediaError
+from callbridge.media.opus import OPUS_FULL_BAND, OPUS_RATES
 
 if TYPE_CHECKING:
     from callbridge.engine.endpoint import Endpoint
     from callbridge.engine.metrics import EngineMetrics
 
-__all__ = ["MediaPlan", "build_plan"]
+__all__ = ["MediaPlan", "build_plan", "choose_coding_rates"]
 
 GroupKey = tuple[object, ...]
 
@@ -75,6 +76,24 @@ class _Builder:
             self.groups[key] = group
 
 
+def choose_coding_rates(
+    endpoints: Mapping[str, Endpoint],
+    taps: Mapping[str, Sequence[tuple[int, FrameConsumer]]] | None = None,
+) -> None:
+    """Code each Opus leg at the lowest libopus rate that carries what its partners and taps
+    need: 8000 Hz beside telephones, 16000 beside G.722, 48000 beside full-band legs (another
+    Opus leg, a bridge, a 48 kHz file); alone it stays at 48000. So PCMU <-> Opus resamples
+    nothing in Python: libopus codes at the phone's rate and the wire keeps its 48 kHz clock."""
+    for endpoint in endpoints.values():
+        wanted = [rate for rate, _ in (taps or {}).get(endpoint.id, ())]
+        for other in endpoints.values():
+            rate = other.native_rate if other is not endpoint else None
+            if rate:
+                wanted.append(rate)
+        need = max(wanted) if wanted else OPUS_FULL_BAND
+        endpoint.code_at(next((rate for rate in OPUS_RATES if rate >= need), OPUS_FULL_BAND))
+
+
 def build_plan(
     table: RoutingTable,
     endpoints: Mapping[str, Endpoint],
@@ -89,6 +108,7 @@ def build_plan(
     audio (recorders, detectors): a tapped endpoint is decoded even when routing alone would
     only forward its packets.
     """
+    choose_coding_rates(endpoints, taps)
     builder = _Builder(endpoints, previous, metrics, opus_complexity)
     transcoded: list[tuple[GroupKey, str]] = []
     mixing: dict[int, list[tuple[Endpoint, OutputFormat, tuple[str, ...]]]] = {}

@@ -33,6 +33,7 @@ from callbridge.media import sdp
 from callbridge.media.codecs import CodecSpec, Decoder, create_decoder, packet_duration_ms
 from callbridge.media.errors import MediaError
 from callbridge.media.jitter import JitterBuffer
+from callbridge.media.opus import OPUS_FULL_BAND
 from callbridge.media.pcm import SAMPLE_BYTES
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.srtp import SUITES
@@ -261,6 +262,24 @@ class RtpEndpoint(Endpoint):
     @property
     def output_format(self) -> OutputFormat | None:
         return self._format
+
+    @property
+    def native_rate(self) -> int | None:
+        spec = self.send_spec
+        if spec is not None and spec.name.lower() == "opus":
+            return OPUS_FULL_BAND
+        return super().native_rate
+
+    def code_at(self, rate: int) -> None:
+        """Opus only: decode and encode at `rate` (the wire keeps its 48 kHz clock)."""
+        spec = self.send_spec
+        if spec is None or spec.name.lower() != "opus" or spec.sample_rate == rate:
+            return
+        self.send_spec = spec.with_sample_rate(rate)
+        if self._format is not None:
+            self._format = OutputFormat(self.send_spec, self._format.packet_ms)
+        self._decoder = None
+        self._packet_samples = 0
 
     def packet_counters(self) -> tuple[int, int]:
         transport = self.transport

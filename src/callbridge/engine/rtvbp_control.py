@@ -81,13 +81,13 @@ def _check_url(url: str) -> None:
 
 def preferred_rate(session: MediaSession, exclude: Endpoint | None = None) -> int | None:
     """The L16 rate that spares the session resampling: the highest rate its endpoints
-    already use (PCMU/PCMA 8000, G.722 16000, Opus and bridges 48000); None if none."""
+    already use (PCMU/PCMA 8000, G.722 16000, Opus and bridges 48000: Opus counts as full
+    band even while it codes at a partner's lower rate); None if none."""
     rates = []
     for endpoint in session.endpoints.values():
         if endpoint is exclude:
             continue
-        output = endpoint.output_format
-        rate = output.sample_rate if output is not None else endpoint.source_rate
+        rate = endpoint.native_rate
         if rate:
             rates.append(rate)
     return max(rates) if rates else None

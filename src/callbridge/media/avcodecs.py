@@ -59,6 +59,7 @@ def _limit_libav_threads() -> None:
 
 _limit_libav_threads()
 
+
 def _frame_pcm(frame: Any) -> bytes:
     """Mono int16 PCM bytes of a decoded frame (s16 as g722 gives; float converted)."""
     samples: int = frame.samples

@@ -22,6 +22,8 @@ from callbridge.media.pcm import SAMPLE_BYTES, fit_frame, frame_samples
 
 OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """PCM rates libopus works at, Hz."""
+OPUS_FULL_BAND: Final = 48000
+"""The rate of an Opus sender that may send full band: what its partners should carry."""
 OPUS_BIT_RATE: Final = 24000
 """Default target bitrate in bit/s (VBR around it); see docs/performance.md."""
 OPUS_COMPLEXITY: Final = 5
@@ -46,7 +48,7 @@ def _candidates() -> list[str]:
     found = ctypes.util.find_library("opus")
     paths = [found] if found else []
     try:
-        import av  # noqa: PLC0415  (only to find its bundled libopus)
+        import av
     except ImportError:
         return paths
     package = Path(av.__file__).parent
