@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
 # Debian packages that the test suite drives as real peers (installed only when missing).
-SYSTEM_PACKAGES ?= ffmpeg espeak-ng tshark chromium
+SYSTEM_PACKAGES ?= ffmpeg espeak-ng tshark chromium libopus0
 
 .PHONY: run test lint typecheck bench fuzz system-deps clean
 

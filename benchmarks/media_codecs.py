@@ -22,8 +22,9 @@ import numpy as np
 
 from callbridge.media import g711
 from callbridge.media.audiofile import AudioFileReader
-from callbridge.media.avcodecs import G722Decoder, G722Encoder, OpusDecoder, OpusEncoder
+from callbridge.media.avcodecs import G722Decoder, G722Encoder
 from callbridge.media.mixer import mix_minus
+from callbridge.media.opus import OPUS_COMPLEXITY, OpusDecoder, OpusEncoder
 from callbridge.media.pcm import FrameChunker
 from callbridge.media.resample import Resampler
 from callbridge.media.tones import ToneGenerator
@@ -127,23 +128,98 @@ def bench_g722(iterations: int) -> None:
 
 
 def bench_opus(iterations: int) -> None:
-    print("Opus 24 kbit/s VOIP (960 samples, PyAV libopus), speech-like signal")
-    pcm = frames_of(voice(48000, 2.0), 960)
-    for complexity in (0, 3, 5, 10):
-        encoder = OpusEncoder(complexity=complexity)
-        micros = cost_us(Cycle(encoder.encode, pcm), iterations)
-        size = np.mean([len(OpusEncoder(complexity=complexity).encode(frame)) for frame in pcm])
-        default = " (default)" if complexity == OpusEncoder().complexity else ""
+    print("Opus 24 kbit/s VOIP (20 ms frames, libopus through ctypes), speech-like signal")
+    for rate in (48000, 8000):
+        pcm = frames_of(voice(rate, 2.0), rate // 50)
+        for complexity in (0, 3, 5, 10):
+            encoder = OpusEncoder(complexity=complexity, sample_rate=rate)
+            micros = cost_us(Cycle(encoder.encode, pcm), iterations)
+            fresh = OpusEncoder(complexity=complexity, sample_rate=rate)
+            size = np.mean([len(fresh.encode(frame)) for frame in pcm])
+            default = " (default)" if complexity == OPUS_COMPLEXITY else ""
+            row(
+                f"encode at {rate // 1000} kHz, complexity {complexity}{default}",
+                micros,
+                note=f"{size * 400 / 1000:.1f} kbit/s",
+            )
+        encoder = OpusEncoder(sample_rate=rate)
+        payloads = [encoder.encode(frame) for frame in pcm]
+        decoder = OpusDecoder(rate)
+        samples = rate // 50
+        row(f"decode at {rate // 1000} kHz", cost_us(Cycle(decoder.decode, payloads), iterations))
         row(
-            f"encode, complexity {complexity}{default}",
-            micros,
-            note=f"{size * 400 / 1000:.1f} kbit/s",
+            f"conceal one lost frame at {rate // 1000} kHz (PLC)",
+            cost_us(partial(decoder.conceal, samples), iterations),
         )
-    encoder = OpusEncoder()
-    payloads = [encoder.encode(frame) for frame in pcm]
-    decoder = OpusDecoder()
-    row("decode", cost_us(Cycle(decoder.decode, payloads), iterations))
-    row("conceal one lost frame (libopus PLC)", cost_us(lambda: decoder.conceal(960), iterations))
+
+
+class PyAvOpus:
+    """The former Opus path, kept here as the baseline: PyAV's libopus at 48 kHz."""
+
+    def __init__(self) -> None:
+        self.encoder = av.CodecContext.create("libopus", "w")
+        self.encoder.thread_count = 1
+        self.encoder.sample_rate, self.encoder.layout, self.encoder.format = 48000, "mono", "s16"
+        self.encoder.bit_rate = 24000
+        self.encoder.options = {
+            "application": "voip",
+            "frame_duration": "20",
+            "compression_level": "5",
+        }
+        self.encoder.open()
+        self.decoder = av.CodecContext.create("libopus", "r")
+        self.decoder.thread_count = 1
+        self.decoder.sample_rate, self.decoder.layout = 48000, "mono"
+        self.decoder.open()
+        self.pts = 0
+
+    def encode(self, pcm: bytes) -> bytes:
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, self.pts
+        self.pts += 960
+        return b"".join(bytes(packet) for packet in self.encoder.encode(frame))
+
+    def decode(self, payload: bytes) -> bytes:
+        frames = self.decoder.decode(av.Packet(payload))
+        return b"".join(frame.to_ndarray().astype("<i2").tobytes() for frame in frames)
+
+
+def bench_pcmu_opus(iterations: int) -> None:
+    """The transcoding work of one PCMU <-> Opus packet, each way, as the engine does it."""
+    print("PCMU <-> Opus per packet (decode + resample + encode; ratio against the former path)")
+    phone = frames_of(voice(8000, 2.0), 160)
+    ulaw = [g711.ulaw_encode(frame) for frame in phone]
+    opus_at = {rate: OpusEncoder(sample_rate=rate) for rate in (8000, 48000)}
+    wide = frames_of(voice(48000, 2.0), 960)
+    opus_packets = [opus_at[48000].encode(frame) for frame in wide]
+    former = PyAvOpus()
+    up, down = Resampler(8000, 48000), Resampler(48000, 8000)
+    ways: dict[str, dict[str, Callable[[bytes], object]]] = {
+        "former: PyAV libopus at 48 kHz + resampler": {
+            "PCMU -> Opus": lambda p: former.encode(up.resample(g711.ulaw_decode(p))),
+            "Opus -> PCMU": lambda p: g711.ulaw_encode(down.resample(former.decode(p))),
+        },
+        "ctypes libopus at 48 kHz + resampler": {
+            "PCMU -> Opus": lambda p: opus_at[48000].encode(up.resample(g711.ulaw_decode(p))),
+            "Opus -> PCMU": lambda p: g711.ulaw_encode(down.resample(wide_decoder.decode(p))),
+        },
+        "now: libopus at 8 kHz, no resampler": {
+            "PCMU -> Opus": lambda p: opus_at[8000].encode(g711.ulaw_decode(p)),
+            "Opus -> PCMU": lambda p: g711.ulaw_encode(narrow_decoder.decode(p)),
+        },
+    }
+    wide_decoder, narrow_decoder = OpusDecoder(48000), OpusDecoder(8000)
+    baseline: float | None = None
+    for label, directions in ways.items():
+        costs = [
+            cost_us(Cycle(directions["PCMU -> Opus"], ulaw), iterations),
+            cost_us(Cycle(directions["Opus -> PCMU"], opus_packets), iterations),
+        ]
+        mean = sum(costs) / 2
+        baseline = baseline or mean
+        row(label, mean, baseline, f"PCMU->Opus {costs[0]:.1f}, Opus->PCMU {costs[1]:.1f} µs")
 
 
 def bench_resample(iterations: int) -> None:
@@ -246,6 +322,7 @@ def main() -> None:
     bench_g711(iterations)
     bench_g722(iterations)
     bench_opus(max(iterations // 5, 20))
+    bench_pcmu_opus(max(iterations // 5, 20))
     bench_resample(iterations)
     bench_mix(iterations)
     bench_tones_and_framing(iterations)
