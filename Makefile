@@ -40,11 +40,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Capacity side by side with rtpengine (installs Debian's rtpengine-daemon if missing), then
-# RTVBP calls per worker. Figures only; see docs/performance.md.
+# RTVBP calls per worker, then what a phone hears through PCMU <-> Opus on each. Figures only;
+# see docs/performance.md.
 bench: $(STAMP)
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
+	cd benchmarks && ../$(BIN)/python transcode_quality.py
 
 # 10^6 mutated inputs through every parser, then the wire fuzzer against a running server for
 # 60 s. CPU heavy; see docs/reliability.md.

@@ -42,6 +42,8 @@ class EngineConfig:
     """How often unreferenced, expired cache entries are deleted."""
     opus_complexity: int = 5
     """libopus encoder complexity 0-10 for Opus destinations: 0 costs about half of 5."""
+    opus_bit_rate: int = 24000
+    """libopus target bitrate in bit/s (VBR around it) for Opus destinations, 6000-510000."""
     housekeeping_interval_s: float = 1.0
     """How often the clock checks timeouts (idle, empty, media, orphan-free); rounded to frames."""
     rtvbp_connect_timeout_s: float = 10.0

@@ -32,7 +32,7 @@ import numpy as np
 from callbridge.media.codecs import CodecSpec, Encoder, create_encoder
 from callbridge.media.errors import MediaError
 from callbridge.media.mixer import mix_minus
-from callbridge.media.opus import OPUS_COMPLEXITY
+from callbridge.media.opus import OPUS_BIT_RATE, OPUS_COMPLEXITY
 from callbridge.media.pcm import (
     DEFAULT_PTIME_MS,
     SAMPLE_BYTES,
@@ -332,10 +332,12 @@ class EncodeGroup:
         metrics: EngineMetrics,
         previous: EncodeGroup | None = None,
         opus_complexity: int = OPUS_COMPLEXITY,
+        opus_bit_rate: int = OPUS_BIT_RATE,
     ) -> None:
         """`previous`: the group this one replaces after a rebuild; its encoder state is kept.
 
-        `opus_complexity` (0-10) trades Opus quality for CPU: 0 costs about half of 5.
+        `opus_complexity` (0-10) trades Opus quality for CPU: 0 costs about half of 5;
+        `opus_bit_rate` (bit/s) bandwidth for quality.
         """
         self.format = output_format
         self.destinations = tuple(destinations)
@@ -348,7 +350,10 @@ class EncodeGroup:
             self._packets = previous._packets
         else:
             self.encoder = create_encoder(
-                output_format.spec, output_format.packet_ms, opus_complexity=opus_complexity
+                output_format.spec,
+                output_format.packet_ms,
+                opus_complexity=opus_complexity,
+                opus_bit_rate=opus_bit_rate,
             )
             if output_format.packet_ms != DEFAULT_PTIME_MS:
                 packet_samples = frame_samples(output_format.sample_rate, output_format.packet_ms)

@@ -21,7 +21,7 @@ from callbridge.engine.pipeline import (
 )
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.media.errors import MediaError
-from callbridge.media.opus import OPUS_FULL_BAND, OPUS_RATES
+from callbridge.media.opus import OPUS_BIT_RATE, OPUS_FULL_BAND, OPUS_RATES
 
 if TYPE_CHECKING:
     from callbridge.engine.endpoint import Endpoint
@@ -48,8 +48,10 @@ class _Builder:
         previous: MediaPlan | None,
         metrics: EngineMetrics,
         opus_complexity: int,
+        opus_bit_rate: int,
     ) -> None:
         self.opus_complexity = opus_complexity
+        self.opus_bit_rate = opus_bit_rate
         self.endpoints = endpoints
         self.previous = previous.groups if previous is not None else {}
         self.metrics = metrics
@@ -68,7 +70,12 @@ class _Builder:
             old = self.previous.get(key)
             try:
                 group = EncodeGroup(
-                    self.formats[key], members, self.metrics, old, self.opus_complexity
+                    self.formats[key],
+                    members,
+                    self.metrics,
+                    old,
+                    self.opus_complexity,
+                    self.opus_bit_rate,
                 )
             except MediaError:
                 self.metrics.transcode_errors_total += 1
@@ -101,6 +108,7 @@ def build_plan(
     metrics: EngineMetrics,
     opus_complexity: int = 5,
     taps: Mapping[str, Sequence[tuple[int, FrameConsumer]]] | None = None,
+    opus_bit_rate: int = OPUS_BIT_RATE,
 ) -> MediaPlan:
     """Create (or carry over) every chain, encoder group and mix stage the table needs.
 
@@ -109,7 +117,7 @@ def build_plan(
     only forward its packets.
     """
     choose_coding_rates(endpoints, taps)
-    builder = _Builder(endpoints, previous, metrics, opus_complexity)
+    builder = _Builder(endpoints, previous, metrics, opus_complexity, opus_bit_rate)
     transcoded: list[tuple[GroupKey, str]] = []
     mixing: dict[int, list[tuple[Endpoint, OutputFormat, tuple[str, ...]]]] = {}
     for destination_id, mode in table.modes.items():

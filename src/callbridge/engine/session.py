@@ -336,6 +336,7 @@ class MediaSession:
             self.metrics,
             self.context.config.opus_complexity,
             self._audio_taps,
+            self.context.config.opus_bit_rate,
         )
         endpoints = self.endpoints.values()
         self._tickers = tuple(endpoint for endpoint in endpoints if endpoint.needs_tick)

@@ -206,6 +206,8 @@ class Settings(BaseSettings, RtpbridgeKeys):
     critical_event_channel_size: int = Field(64, gt=0)
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
+    opus_bitrate: int = Field(24000, ge=6000, le=510000)
+    """Opus encoder target bitrate in bit/s (variable around it)."""
     # Voice activity detection (vad.start).
     vad_detector: Literal["webrtc", "silero"] = "webrtc"
     """Detector used when vad.start names none."""
@@ -339,6 +341,7 @@ class Settings(BaseSettings, RtpbridgeKeys):
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
             opus_complexity=self.opus_complexity,
+            opus_bit_rate=self.opus_bitrate,
             recording_dir=self.recording_dir,
             max_recordings_per_session=self.max_recordings_per_session,
             recording_flush_timeout_s=self.recording_flush_timeout_secs,
