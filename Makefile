@@ -46,7 +46,7 @@ bench: $(STAMP)
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)
 	$(BIN)/python benchmarks/rtvbp_echo.py
-	cd benchmarks && ../$(BIN)/python transcode_quality.py
+	$(BIN)/python benchmarks/transcode_quality.py
 
 # 10^6 mutated inputs through every parser, then the wire fuzzer against a running server for
 # 60 s. CPU heavy; see docs/reliability.md.
