@@ -7,6 +7,7 @@ import pytest
 from callbridge.engine import pipeline
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
+from callbridge.engine.plan import choose_coding_rates
 from callbridge.engine.routing import RouteMode
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.rtvbp_control import preferred_rate
@@ -98,5 +99,24 @@ async def test_opus_codes_at_the_rate_of_its_partners(
     await create_from_offer(session, peers[3].offer("opus"), "sendrecv")
     # each Opus leg hears the other one: full band for both, the phone is resampled
     assert _opus_rates(session) == [48000, 48000]
+    for peer in peers:
+        peer.close()
+
+
+async def test_a_tap_raises_the_rate_of_the_opus_leg_it_taps(manager: SessionManager) -> None:
+    session = manager.create_session(EventLog())
+    peers = [await RtpPeer.open() for _ in range(2)]
+    await create_from_offer(session, peers[0].offer("pcmu"), "sendrecv")
+    opus_id, _ = await create_from_offer(session, peers[1].offer("opus"), "sendrecv")
+    assert _opus_rates(session) == [8000]
+
+    class Recorder:
+        def on_frame(self, pcm: bytes, now: float) -> None:
+            """Only its rate matters here."""
+
+    choose_coding_rates(session.endpoints, {opus_id: [(16000, Recorder())]})
+    assert _opus_rates(session) == [16000]  # a 16 kHz recording of the Opus leg loses no band
+    choose_coding_rates(session.endpoints, {opus_id: [(24000, Recorder())]})
+    assert _opus_rates(session) == [24000]
     for peer in peers:
         peer.close()

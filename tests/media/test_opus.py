@@ -1,11 +1,14 @@
 """libopus through ctypes, at every PCM rate it works at (PyAV's libopus encodes a stereo peer)."""
 
+import ctypes
+
 import av
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callbridge.media import opus
 from callbridge.media.errors import CodecError
 from callbridge.media.opus import OPUS_RATES, OpusDecoder, OpusEncoder, libopus
 
@@ -148,3 +151,23 @@ def test_any_payload_decodes_or_raises_codec_error(payloads: list[bytes]) -> Non
             assert len(pcm) % 2 == 0
             assert len(pcm) <= 2 * 960  # at most 120 ms at 8000 Hz
     assert len(opus.conceal(160)) == 320
+
+
+def test_pyavs_bundled_copy_is_the_fallback() -> None:
+    bundled = [path for path in opus._candidates()[1:] if "av" in path]
+    assert bundled, "PyAV's wheel bundles libopus"
+    library = ctypes.CDLL(bundled[0])
+    library.opus_get_version_string.restype = ctypes.c_char_p
+    assert library.opus_get_version_string().startswith(b"libopus")
+
+
+def test_no_library_is_a_clear_codec_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(opus, "_candidates", lambda: ["/nonexistent/libopus.so.0"])
+    opus.libopus.cache_clear()
+    try:
+        with pytest.raises(CodecError, match="libopus not found"):
+            OpusEncoder(sample_rate=8000)
+    finally:
+        monkeypatch.undo()
+        opus.libopus.cache_clear()
+    assert OpusDecoder(8000).decode(b"") == b""
