@@ -12,6 +12,7 @@ from callbridge.engine.routing import RouteMode
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.engine.rtvbp_control import preferred_rate
 from callbridge.engine.tone_endpoint import create_tone
+from callbridge.media.opus import OpusEncoder
 from tests.engine.engine_peers import EventLog, RtpPeer, manager
 
 __all__ = ["manager"]
@@ -89,6 +90,11 @@ async def test_opus_codes_at_the_rate_of_its_partners(
     assert opus.output_format is not None
     assert opus.output_format.key == ("opus", 8000, 20)
     assert opus.output_format.timestamp_step == 960  # the wire keeps Opus's 48 kHz clock
+    (encoder,) = [
+        group.encoder for key, group in session.plan.groups.items() if key[2][0] == "opus"
+    ]
+    assert isinstance(encoder, OpusEncoder)
+    assert (encoder.sample_rate, encoder.bit_rate) == (8000, manager.config.opus_bit_rate)
     assert preferred_rate(session) == 48000  # Opus is full band for a joining RTVBP leg
     await session.remove_endpoint(phone_id)
     g722_id, _ = await create_from_offer(session, peers[2].offer("g722"), "sendrecv")

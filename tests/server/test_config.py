@@ -106,7 +106,17 @@ RANGES: list[tuple[str, Any]] = [
     ("rtp_port_range", (1000, 39999)),
     ("media_dir", "/nonexistent/media"),
     ("log_level", "info,callbridge=loud"),
+    ("opus_bitrate", 5999),
+    ("opus_bitrate", 510001),
+    ("opus_complexity", 11),
 ]
+
+
+def test_opus_settings_reach_the_engine(tmp_path: Path) -> None:
+    config = tmp_path / "opus.toml"
+    config.write_text("opus_bitrate = 32000\nopus_complexity = 3\n")
+    engine = load_settings(config).engine_config()
+    assert (engine.opus_bit_rate, engine.opus_complexity) == (32000, 3)
 
 
 @pytest.mark.parametrize(("key", "value"), RANGES)
