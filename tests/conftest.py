@@ -7,6 +7,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -61,6 +62,27 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> Non
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+async def output_settled(path: Path, quiet: float = 0.5, timeout: float = 10.0) -> None:
+    """Wait until an external writer (an ffmpeg receiver) has stopped growing `path` for `quiet` s.
+
+    A fixed sleep loses the tail of the audio when a loaded machine slows the writer down.
+    """
+    size, quiet_since = -1, asyncio.get_running_loop().time()
+    async with asyncio.timeout(timeout):
+        while True:
+            now = asyncio.get_running_loop().time()
+            current = _size(path)
+            if current != size:
+                size, quiet_since = current, now
+            elif now - quiet_since >= quiet:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def no_leaked_tasks(before: set[asyncio.Task[object]], grace: float = 2.0) -> None:

@@ -28,7 +28,7 @@ from callbridge.engine import pipeline
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.media.sdp import parse_sdp
-from tests.conftest import free_port_range
+from tests.conftest import free_port_range, output_settled
 from tests.engine.engine_peers import EventLog
 from tests.engine.tone_checks import CODECS, analyse, offer, roomy_manager
 
@@ -127,7 +127,7 @@ async def run_case(manager: SessionManager, case: Case, ports: tuple[int, int], 
             stdout=asyncio.subprocess.DEVNULL,
         )
         assert await asyncio.wait_for(sender.wait(), TONE_S + 10) == 0, str(case)
-        await asyncio.sleep(0.3)  # the last packets are written
+        await output_settled(output)  # the last packets are written
     finally:
         for process in (sender, receiver):
             if process is not None and process.returncode is None:

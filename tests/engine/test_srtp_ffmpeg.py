@@ -18,6 +18,7 @@ from callbridge.engine.offers import create_from_offer
 from callbridge.engine.rtp_endpoint import RtpEndpoint
 from callbridge.media.g711 import ulaw_decode, ulaw_encode
 from callbridge.media.sdp import parse_sdp
+from tests.conftest import output_settled
 from tests.engine.engine_peers import EventLog, RtpPeer, manager, sine_pcm
 from tests.engine.test_ffmpeg_interop import bound, ffmpeg
 from tests.engine.tone_checks import analyse
@@ -140,7 +141,7 @@ async def test_plain_rtp_peer_is_heard_by_an_ffmpeg_srtp_receiver(
         for index in range(round(TONE_S / 0.02)):
             plain.send(ulaw_encode(sine_pcm(FREQUENCY, 8000, 160, start=index * 160)))
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)  # the last packets are written
+        await output_settled(output)  # the last packets are written
     finally:
         receiver.kill()
         await receiver.wait()
