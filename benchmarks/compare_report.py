@@ -249,25 +249,26 @@ def opus_note(results: list[dict[str, Any]], noise_rms: float, complexity: int) 
     """The relays' Opus encoders are configured differently: say how, and what it costs."""
     import numpy as np
 
-    from callbridge.media.opus import OPUS_COMPLEXITY, OpusEncoder
+    from callbridge.media.opus import OPUS_BIT_RATE, OPUS_COMPLEXITY, OpusEncoder
 
-    # the test signal as the relays' Opus encoders see it: a 1 kHz burst frame, four quiet ones
+    # the test signal as callbridge's Opus encoder sees it beside a PCMU phone (libopus at the
+    # phone's 8 kHz): a 1 kHz burst frame, four quiet ones
     generator = np.random.default_rng(1)
-    burst = np.sin(2 * np.pi * 1000 * np.arange(960) / 48000) * 16000
+    burst = np.sin(2 * np.pi * 1000 * np.arange(160) / 8000) * 16000
     frames = []
     for index in range(50):
-        signal = generator.normal(0.0, noise_rms, 960) + (burst if index % 5 == 0 else 0.0)
+        signal = generator.normal(0.0, noise_rms, 160) + (burst if index % 5 == 0 else 0.0)
         frames.append(np.clip(signal, -32768, 32767).astype("<i2").tobytes())
     costs = {}
-    for complexity in (OPUS_COMPLEXITY, 10):
-        encoder = OpusEncoder(complexity=complexity)
+    for measured in (OPUS_COMPLEXITY, 10):
+        encoder = OpusEncoder(complexity=measured, sample_rate=8000)
         blocks = []
         for _ in range(6):  # best of six blocks: the least disturbed
             start = time.process_time()
             for frame in frames:
                 encoder.encode(frame)
             blocks.append((time.process_time() - start) / len(frames) * 1e6)
-        costs[complexity] = min(blocks[1:])
+        costs[measured] = min(blocks[1:])
     sent = []
     for result in results:
         for system, step in result["reference"].items():
@@ -277,11 +278,12 @@ def opus_note(results: list[dict[str, Any]], noise_rms: float, complexity: int) 
                     f" {step.median('opus_stereo_share') * 100:.0f}% stereo packets"
                 )
     return (
-        f"Opus: callbridge encoded with libopus complexity {complexity} (VOIP, 24 kbit/s,"
+        f"Opus: callbridge encoded with libopus complexity {complexity} (VOIP,"
+        f" {OPUS_BIT_RATE // 1000} kbit/s,"
         f" mono; its default is {OPUS_COMPLEXITY}); rtpengine 10.5 with libopus through ffmpeg"
         " at its default complexity (10)."
         f" One 20 ms encode of the test signal here: {costs[OPUS_COMPLEXITY]:.0f} us at"
-        f" {OPUS_COMPLEXITY}, {costs[10]:.0f} us at 10 (libopus at 48 kHz). Opus received from"
+        f" {OPUS_COMPLEXITY}, {costs[10]:.0f} us at 10 (libopus fed 8 kHz PCM). Opus received from"
         f" each relay: {'; '.join(sent) or 'n/a'}."
     )
 
