@@ -2,15 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Re-install whenever the project's declared dependencies change.
+# Re-install whenever the project's declared dependencies change; rebuild the native parts
+# whenever their sources change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+NATIVE_SOURCES := setup.py $(wildcard src/callbridge/*/*.c)
 
 # Debian packages that the test suite drives as real peers (installed only when missing).
 SYSTEM_PACKAGES ?= ffmpeg espeak-ng tshark chromium libopus0
+# What building the native parts needs (pip builds them; without a compiler the Python twins run).
+BUILD_PACKAGES ?= gcc libc6-dev
 
-.PHONY: run test lint typecheck bench fuzz system-deps clean
+.PHONY: run test lint typecheck bench fuzz system-deps build-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE_SOURCES) | build-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -20,8 +24,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/callbridge serve $(ARGS)
 
-system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+system-deps build-deps: PACKAGES = $(if $(filter build-deps,$@),$(BUILD_PACKAGES),$(SYSTEM_PACKAGES))
+system-deps build-deps:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -56,3 +61,4 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find src -name "*.so" -delete

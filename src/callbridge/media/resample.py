@@ -1,43 +1,126 @@
 """Streaming sample-rate conversion of mono int16 PCM with a steady output length.
 
 Real-time audio needs a resampler that keeps filter state across chunks (a fresh filter per
-chunk clicks at every boundary) and returns as much audio as it is given, every call. soxr's
-stream mode buffers 60-165 ms internally and releases it in bursts. libswresample (PyAV's
-`AudioResampler`) is steady once it has seen one filter length of input, and then lags by half
-of one. So each stream's swr is warmed up with 20 ms of silence, which also fills that lag with
-zeros, and a one-sample FIFO absorbs the fraction of a sample swr may hold back: every call,
-from the first, returns round(total_in * out_rate / in_rate) minus what was already returned,
-and the audio is late by `delay_samples` (about 2 ms; 1 ms for 16k<->24k).
+chunk clicks at every boundary) and returns as much audio as it is given, every call. This one
+is a polyphase FIR: a Kaiser-windowed sinc designed once per rate pair (`design`), applied to a
+buffer of the stream's history plus the new input. Every call, from the first, returns
+round(total_in * out_rate / in_rate) minus what was already returned, and the audio is late by
+`delay_samples` (about 2.5 ms; half the filter).
 
-A numpy polyphase FIR with precomputed phases was prototyped as the alternative: 20-50 µs per
-20 ms frame (decimation the dearest, for a filter of about 300 taps) against swr's 20-35 µs
-including PyAV's frame wrapping, with swr's stopband already measured at about -100 dB, so
-swr it is.
+The filter spans `TAPS_AT_LOWER_RATE` samples of the lower of the two rates, its cutoff is
+`ROLLOFF` of the lower Nyquist frequency: for a phone's 8 kHz that is flat within 0.5 dB to
+3.4 kHz, and what would alias or image from above 4.4 kHz is about 90 dB down.
+
+The inner loop runs in the `_polyphase` extension when it is built (a few µs per 20 ms frame);
+without it, or with `CALLBRIDGE_NATIVE=0`, the same filter runs in numpy (tens of µs). Calling
+libswresample through PyAV, as this module once did, cost 35-40 µs per frame, most of it
+PyAV's frame wrapping.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+import math
+import os
+from functools import lru_cache
+from typing import Any, Final, NamedTuple
 
-import av
 import numpy as np
+from numpy.typing import NDArray
 
 from callbridge.media.pcm import SAMPLE_DTYPE, Buffer, Samples, as_samples
 
+__all__ = ["NATIVE_AVAILABLE", "ROLLOFF", "TAPS_AT_LOWER_RATE", "Filter", "Resampler", "design"]
+
+TAPS_AT_LOWER_RATE: Final = 40
+ROLLOFF: Final = 0.92
+_KAISER_BETA: Final = 8.0
+_PHASE_CLASSES_MAX: Final = 8
 _EMPTY: Final[Samples] = np.zeros(0, dtype=SAMPLE_DTYPE)
 
 
-def _new_swr(out_rate: int) -> Any:
-    return av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+def _load_native() -> Any:
+    if os.environ.get("CALLBRIDGE_NATIVE", "1") == "0":
+        return None
+    try:
+        from callbridge.media import _polyphase  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _polyphase
 
 
-def _swr_output(resampler: Any, samples: Samples, in_rate: int) -> list[Samples]:
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = in_rate
-    return [
-        np.frombuffer(out.planes[0], dtype=SAMPLE_DTYPE, count=out.samples)
-        for out in resampler.resample(frame)
-    ]
+_native: Any = _load_native()
+NATIVE_AVAILABLE: Final = _native is not None
+"""Whether the compiled inner loop is in use by default."""
+
+
+class Filter(NamedTuple):
+    """A polyphase filter: `phases[p]` weighs `taps` input samples, oldest first."""
+
+    up: int
+    down: int
+    taps: int
+    phases: NDArray[np.float32]
+    delay_samples: int
+    """Group delay in output samples."""
+
+
+@lru_cache(maxsize=64)
+def design(in_rate: int, out_rate: int) -> Filter:
+    """The filter for `in_rate` -> `out_rate` Hz (cached: one table per rate pair)."""
+    common = math.gcd(in_rate, out_rate)
+    up, down = out_rate // common, in_rate // common
+    ratio = min(1.0, up / down)
+    taps = math.ceil(TAPS_AT_LOWER_RATE / ratio)
+    cutoff = ROLLOFF * ratio / 2
+    """In cycles per input sample."""
+    length = up * taps
+    times = np.arange(length) - (length - 1) / 2
+    prototype = 2 * cutoff * np.sinc(2 * cutoff * times / up) * np.kaiser(length, _KAISER_BETA)
+    # Output at upsampled index up*i + p is sum_k x[i - k] * prototype[p + up*k]; each row is
+    # reversed so that it meets the window oldest sample first.
+    phases = prototype.reshape(taps, up).T[:, ::-1]
+    return Filter(
+        up,
+        down,
+        taps,
+        np.ascontiguousarray(phases, dtype=np.float32),
+        round((length - 1) / 2 / down),
+    )
+
+
+def _run_numpy(
+    table: Filter, buffer: NDArray[np.float32], phase: int, start: int, output: Samples
+) -> tuple[int, int]:
+    """The numpy twin of `_polyphase.run` (same arguments, same results within rounding).
+
+    Outputs `up` apart share a phase and their windows start `down` samples apart, so each of
+    the `up` classes is one matrix-vector product over a strided view of the buffer (`buffer`
+    must be contiguous; the caller builds it fresh). Ratios with many phases (44.1 kHz) gather
+    every output's window instead.
+    """
+    up, down, taps = table.up, table.down, table.taps
+    count = len(output)
+    item = buffer.itemsize
+    if up > _PHASE_CLASSES_MAX:
+        positions = phase + np.arange(count) * down
+        windows = np.ndarray((len(buffer) - taps + 1, taps), np.float32, buffer, 0, (item, item))
+        gathered = windows[start + positions // up]
+        values = np.einsum("jk,jk->j", table.phases[positions % up], gathered)
+        output[:] = np.clip(np.rint(values), -32768, 32767)
+    else:
+        for first in range(min(up, count)):
+            position = phase + first * down
+            rows = np.ndarray(
+                (len(range(first, count, up)), taps),
+                np.float32,
+                buffer,
+                (start + position // up) * item,
+                (down * item, item),
+            )
+            values = np.dot(rows, table.phases[position % up])
+            output[first::up] = np.clip(np.rint(values), -32768, 32767)
+    end = phase + count * down
+    return end % up, start + end // up
 
 
 class Resampler:
@@ -45,35 +128,42 @@ class Resampler:
 
     Each call with N input samples returns round(N * out_rate / in_rate) samples, the rounding
     remainder carried to the next call. Filter state carries across calls; call `reset` only at
-    a stream boundary. Equal rates pass audio through untouched.
+    a stream boundary. Equal rates pass audio through untouched. `native` picks the compiled
+    inner loop (None: it when built) or numpy (False).
     """
 
     __slots__ = (
-        "_fifo",
+        "_buffer",
+        "_filter",
         "_in_count",
+        "_native",
         "_out_count",
-        "_swr",
+        "_phase",
+        "_start",
         "delay_samples",
         "in_rate",
         "out_rate",
-        "underruns",
     )
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, *, native: bool | None = None) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError("sample rates must be positive")
+        if native and _native is None:
+            raise ValueError("the native resampler is not built or is disabled")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self.delay_samples = 0
+        self._native = _native if native is None else (_native if native else None)
+        self._filter: Filter | None = None if in_rate == out_rate else design(in_rate, out_rate)
+        self.delay_samples = 0 if self._filter is None else self._filter.delay_samples
         """Added delay, in output samples (zero when the rates are equal)."""
-        self.underruns = 0
-        """Calls that found the FIFO short and padded with silence (0 unless swr misbehaves)."""
-        self._in_count = 0
-        self._out_count = 0
-        self._swr: Any = None
-        self._fifo = _EMPTY
-        if in_rate != out_rate:
-            self.reset()
+        self._in_count = self._out_count = self._phase = self._start = 0
+        self._buffer: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+        self.reset()
+
+    @property
+    def native(self) -> bool:
+        """Whether this stream runs the compiled inner loop."""
+        return self._native is not None
 
     @property
     def delay_ms(self) -> float:
@@ -82,41 +172,40 @@ class Resampler:
 
     def resample(self, pcm: Buffer) -> bytes:
         """Resample int16 little-endian PCM bytes."""
-        if self._swr is None:
+        if self._filter is None:
             return bytes(pcm)
         return self.resample_array(as_samples(pcm)).tobytes()
 
     def resample_array(self, samples: Samples) -> Samples:
         """Resample int16 samples; returns a new array (or `samples` itself for equal rates)."""
-        if self._swr is None:
+        table = self._filter
+        if table is None:
             return samples
         count = self._take(len(samples))
         if not len(samples):
             return _EMPTY
-        chunks = _swr_output(self._swr, samples, self.in_rate)
-        available = np.concatenate((self._fifo, *chunks)) if chunks else self._fifo
-        if len(available) < count:
-            self.underruns += 1
-            available = np.concatenate((available, np.zeros(count - len(available), SAMPLE_DTYPE)))
-        self._fifo = available[count:]
-        return available[:count]
+        kept = min(self._start, len(self._buffer))
+        buffer = np.concatenate((self._buffer[kept:], samples), dtype=np.float32)
+        output = np.empty(count, dtype=SAMPLE_DTYPE)
+        if self._native is not None:
+            self._phase, start = self._native.run(
+                table.phases, table.up, table.down, table.taps, buffer,
+                self._phase, self._start - kept, output,
+            )  # fmt: skip
+        else:
+            self._phase, start = _run_numpy(table, buffer, self._phase, self._start - kept, output)
+        self._buffer, self._start = buffer, start
+        return output
 
     def reset(self) -> None:
         """Forget all state (a new stream starts): the next call is primed like the first."""
         self._in_count = 0
         self._out_count = 0
-        if self.in_rate != self.out_rate:
-            self._swr = _new_swr(self.out_rate)
-            # swr emits nothing until it holds a whole filter length of input, then lags by
-            # half of one. Warming it up with 20 ms of silence gets it past that threshold and
-            # fills its delay line with zeros, so that from the first call every chunk, however
-            # small, comes back at full length.
-            warmup = np.zeros(self.in_rate // 50, dtype=SAMPLE_DTYPE)
-            produced = sum(len(chunk) for chunk in _swr_output(self._swr, warmup, self.in_rate))
-            held_back = len(warmup) * self.out_rate // self.in_rate - produced
-            # One more sample covers the fraction of a sample that swr may hold back.
-            self.delay_samples = held_back + 1
-            self._fifo = np.zeros(1, dtype=SAMPLE_DTYPE)
+        self._phase = 0
+        self._start = 0
+        # The history the first output's window reaches back into: silence.
+        taps = 0 if self._filter is None else self._filter.taps
+        self._buffer = np.zeros(max(0, taps - 1), dtype=np.float32)
 
     def _take(self, in_samples: int) -> int:
         """Output samples owed for `in_samples` more input, rounding on the running total."""
