@@ -42,9 +42,12 @@ async def serve_aiohttp(port: int, stop: asyncio.Event) -> None:
     async def echo(request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(protocols=("rtvbp.v1",), compress=False)
         await socket.prepare(request)
-        async for message in socket:
-            if message.type is WSMsgType.BINARY:
-                await socket.send_bytes(message.data)
+        try:
+            async for message in socket:
+                if message.type is WSMsgType.BINARY:
+                    await socket.send_bytes(message.data)
+        except ConnectionError:
+            pass  # the generator hung up while an echo was on its way
         return socket
 
     app = web.Application()
@@ -75,7 +78,7 @@ async def serve_websockets(port: int, stop: asyncio.Event) -> None:
 async def serve_picows(port: int, stop: asyncio.Event) -> None:
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
-    class Echo(WSListener):  # type: ignore[misc]
+    class Echo(WSListener):
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             if frame.msg_type is WSMsgType.BINARY:
                 transport.send(WSMsgType.BINARY, frame.get_payload_as_memoryview())

@@ -59,7 +59,7 @@ class Window:
     received: int = 0
 
 
-class _Call(WSListener):  # type: ignore[misc]
+class _Call(WSListener):
     """One generated call: answers the RTVBP handshake (when asked), then collects echoes."""
 
     def __init__(self, index: int, rtvbp: bool, window: Window) -> None:
