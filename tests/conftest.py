@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from callbridge.rtvbp.application import Application
+from callbridge.rtvbp.picows_listener import start_listener
 
 
 @asynccontextmanager
@@ -29,13 +30,37 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+APPLICATION_LISTENER = {"stack": "aiohttp"}
+"""Which listener `serve_application` starts; a module's `application_listener` fixture
+(parametrized over both) sets it for each test."""
+
+
 @asynccontextmanager
 async def serve_application(application: Application, path: str = "/rtvbp") -> AsyncIterator[str]:
-    """Run `application` on a real aiohttp server on 127.0.0.1; yields its ws:// URL."""
+    """Run `application` on a real server on 127.0.0.1 (aiohttp, or the picows listener when
+    `APPLICATION_LISTENER` says so); yields its ws:// URL."""
+    if APPLICATION_LISTENER["stack"] == "picows":
+        listener = await start_listener(application.decide_upgrade, [("127.0.0.1", 0)])
+        host, port = listener.addresses[0]
+        try:
+            yield f"ws://{host}:{port}{path}"
+        finally:
+            await listener.close()
+        return
     app = web.Application()
     app.router.add_get(path, application.websocket_handler)
     async with serve_app(app) as address:
         yield f"ws://{address}{path}"
+
+
+@pytest.fixture(params=["aiohttp", "picows"])
+def application_listener(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Use as autouse in a module: every `serve_application` there runs on both listeners."""
+    APPLICATION_LISTENER["stack"] = request.param
+    try:
+        yield request.param
+    finally:
+        APPLICATION_LISTENER["stack"] = "aiohttp"
 
 
 def free_port_range(pairs: int) -> tuple[int, int]:

@@ -23,6 +23,9 @@ L16_8K = bf.AudioCodec.l16(8000)
 L16_16K = bf.AudioCodec.l16(16000)
 L16_24K = bf.AudioCodec.l16(24000)
 
+# Every call here runs over both listeners: aiohttp and picows.
+pytestmark = pytest.mark.usefixtures("application_listener")
+
 
 def numbered_frame(index: int, frame_bytes: int) -> bytes:
     return index.to_bytes(2, "little") * (frame_bytes // 2)

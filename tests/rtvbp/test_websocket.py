@@ -1,9 +1,14 @@
-"""The ws.v1 binding over real sockets: a real aiohttp server on 127.0.0.1 and real clients."""
+"""The ws.v1 binding over real sockets: real servers on 127.0.0.1 and real clients.
+
+Every server-side test runs twice: against the aiohttp binding (`websocket.accept`) and against
+the picows listener (`picows_listener`), which must answer exactly the same way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +27,9 @@ from callbridge.rtvbp.auth import (
     StaticTokenAuthenticator,
 )
 from callbridge.rtvbp.errors import AuthError
+from callbridge.rtvbp.picows_listener import Upgrade, UpgradeRequest, start_listener
+from callbridge.rtvbp.picows_websocket import PicowsTransport
+from callbridge.rtvbp.profiles import Negotiated
 from callbridge.rtvbp.transport_base import (
     CLOSE_ABNORMAL,
     MessageKind,
@@ -29,6 +37,7 @@ from callbridge.rtvbp.transport_base import (
     TransportClosedError,
     TransportMessage,
 )
+from callbridge.rtvbp.upgrade import check_upgrade
 from callbridge.rtvbp.websocket import (
     UNSUPPORTED_SUBPROTOCOL,
     Accepted,
@@ -46,22 +55,81 @@ SECRET = "s3cret-static-token-value"
 
 @dataclass
 class EchoServer:
-    """An aiohttp app whose handler calls accept() and echoes every message back."""
+    """A server (aiohttp or picows) that accepts with `options` and echoes every message back."""
 
     url: str
     port: int
+    stack: str = "aiohttp"
     options: dict[str, Any] = field(default_factory=dict)
     upgrades_attempted: int = 0
-    sessions: list[Accepted] = field(default_factory=list)
+    sessions: list[Accepted | Seen] = field(default_factory=list)
     closes: asyncio.Queue[TransportMessage] = field(default_factory=asyncio.Queue)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Seen:
+    """What the picows server knew of an accepted connection (the fields of `Accepted`)."""
+
+    profile: Negotiated
+    auth: AuthContext | None
+    remote: str | None
+    user_agent: str | None
 
 
 async def echo(server: EchoServer, request: web.Request) -> web.StreamResponse:
     server.upgrades_attempted += 1
     accepted = await accept(request, **server.options)
     server.sessions.append(accepted)
-    transport = accepted.transport
+    assert request.transport is not None
+    await echo_messages(server, accepted.transport, request.transport.abort, lambda deaf: None)
+    return accepted.response
+
+
+async def picows_route(server: EchoServer, request: UpgradeRequest) -> Upgrade:
+    """The picows listener's equivalent of `echo`: the same checks with the same options."""
+    server.upgrades_attempted += 1
+    options = server.options
+    head = request.head
+    profile, auth = await check_upgrade(
+        head.headers,
+        remote=request.remote,
+        path=head.path,
+        query=head.query,
+        supported_profiles=options.get("supported_profiles"),
+        authenticator=options.get("authenticator"),
+        origins=options.get("origins"),
+    )
+
+    async def serve(transport: PicowsTransport) -> None:
+        server.sessions.append(Seen(profile, auth, request.remote, head.headers.get("User-Agent")))
+        socket = transport._socket
+        assert socket is not None
+
+        def deafen(deaf: bool) -> None:  # picows answers pings below us: stop reading the socket
+            if deaf:
+                socket.underlying_transport.pause_reading()
+            else:
+                socket.underlying_transport.resume_reading()
+
+        await echo_messages(server, transport, transport.abort, deafen)
+
+    return Upgrade(
+        profile,
+        auth,
+        serve,
+        heartbeat_s=options.get("heartbeat_s", 20.0),
+        max_message_bytes=options.get("max_message_bytes", 1 << 20),
+    )
+
+
+async def echo_messages(
+    server: EchoServer,
+    transport: Transport,
+    abort: Callable[[], None],
+    deafen: Callable[[bool], None],
+) -> None:
+    """Echo until closed; "close CODE REASON", "abort" and "deaf" are commands."""
     while True:
         message = await transport.receive()
         if message.kind is MessageKind.CLOSE:
@@ -73,13 +141,13 @@ async def echo(server: EchoServer, request: web.Request) -> web.StreamResponse:
             _, code, reason = message.data.decode().split(" ", 2)
             await transport.close(int(code), reason)
         elif message.data == b"abort":
-            assert request.transport is not None
-            request.transport.abort()
+            abort()
         elif message.data == b"deaf":
+            deafen(True)
             await server.release.wait()  # stops reading: pings go unanswered
+            deafen(False)
         else:
             await transport.send_text(message.data)
-    return accepted.response
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +160,12 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     assert leaked == []
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[EchoServer]:
+@pytest.fixture(params=["aiohttp", "picows"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[EchoServer]:
+    if request.param == "picows":
+        async with picows_server() as echo_server:
+            yield echo_server
+        return
     echo_server = EchoServer(url="", port=0)
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -110,6 +182,23 @@ async def server() -> AsyncIterator[EchoServer]:
     yield echo_server
     echo_server.release.set()
     await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def picows_server() -> AsyncIterator[EchoServer]:
+    echo_server = EchoServer(url="", port=0, stack="picows")
+
+    async def route(request: UpgradeRequest) -> Upgrade:
+        return await picows_route(echo_server, request)
+
+    listener = await start_listener(route, [("127.0.0.1", 0)])
+    echo_server.port = listener.addresses[0][1]
+    echo_server.url = f"http://127.0.0.1:{echo_server.port}/ws"
+    try:
+        yield echo_server
+    finally:
+        echo_server.release.set()
+        await listener.close()
 
 
 @dataclass
@@ -202,7 +291,10 @@ async def test_offers_on_several_header_lines(server: EchoServer) -> None:
         ("Sec-WebSocket-Protocol", "rtvbp.demo.v1"),
         ("Sec-WebSocket-Protocol", "rtvbp.v1"),
     )
-    assert raw.status == 400  # the preferred profile sits on the line aiohttp does not read
+    if server.stack == "aiohttp":
+        assert raw.status == 400  # the preferred profile sits on the line aiohttp does not read
+    else:  # the picows listener reads every line and answers with the preferred profile
+        assert (raw.status, raw.headers.getall("Sec-WebSocket-Protocol")) == (101, ["rtvbp.v1"])
     raw.close()
     raw = await raw_upgrade(
         server.port,

@@ -19,9 +19,13 @@ import pytest
 from aiohttp import web
 
 from callbridge.engine.manager import SessionManager
+from callbridge.rtvbp.application import Application
+from callbridge.rtvbp.picows_listener import FastListener
 from callbridge.server.app import app_runner, setup_media_server
 from callbridge.server.config import Settings
 from callbridge.server.control import ControlServer, control_server
+from callbridge.server.rtvbp_fast import start_fast_listener
+from callbridge.server.rtvbp_ingress import INGRESS
 
 RECEIVE_TIMEOUT_S = 10.0
 """Guard against a hang only; no test passes or fails on timing."""
@@ -117,6 +121,8 @@ class ServerHandle:
     port: int
     http: aiohttp.ClientSession
     clients: list[ControlClient] = field(default_factory=list)
+    fast: FastListener | None = None
+    """The picows listener voice peers dial instead, when the test runs on it."""
 
     @property
     def base_url(self) -> str:
@@ -125,7 +131,8 @@ class ServerHandle:
     @property
     def media_url(self) -> str:
         """Where voice peers call in to be parked (append /{session_id} to join one)."""
-        return f"ws://{self.host}:{self.port}{self.settings.rtvbp.media_path}"
+        port = self.port if self.fast is None else self.fast.addresses[0][1]
+        return f"ws://{self.host}:{port}{self.settings.rtvbp.media_path}"
 
     @property
     def control(self) -> ControlServer:
@@ -150,6 +157,8 @@ class ServerHandle:
         for client in self.clients:
             await client.close()
         await self.http.close()
+        if self.fast is not None:
+            await self.fast.close()
         await self.runner.cleanup()
 
 
@@ -157,8 +166,15 @@ StartServer = Callable[..., Awaitable[ServerHandle]]
 
 
 @pytest.fixture
+def media_listener(request: pytest.FixtureRequest) -> str:
+    """Which listener voice peers dial: "aiohttp" (the shared one), or "picows" for a module
+    that parametrizes this fixture (indirect) over both."""
+    return str(getattr(request, "param", "aiohttp"))
+
+
+@pytest.fixture
 async def start_server(
-    tmp_path: Path, task_baseline: Callable[[], Awaitable[None]]
+    tmp_path: Path, task_baseline: Callable[[], Awaitable[None]], media_listener: str
 ) -> AsyncIterator[StartServer]:
     """Start servers with settings overrides; all are shut down at the end of the test, which
     then fails if any task the servers or clients started is still running."""
@@ -171,6 +187,8 @@ async def start_server(
             "shutdown_max_wait_secs": 5,
         }
         values.update(overrides)
+        if media_listener == "picows":
+            values["rtvbp"] = {**values.get("rtvbp", {}), "fast_listen": ["127.0.0.1:0"]}
         settings = Settings(**values)
         manager = SessionManager(settings.engine_config())
         await manager.start()
@@ -182,6 +200,7 @@ async def start_server(
         await site.start()
         host, port = runner.addresses[0][:2]
         handle = ServerHandle(app, runner, manager, settings, host, port, aiohttp.ClientSession())
+        handle.fast = await start_fast_listener(settings, Application(), app[INGRESS], None)
         handles.append(handle)
         return handle
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from callbridge.rtvbp.demo_profile import demo_echo
 from tests.server.conftest import ControlClient, ServerHandle
+
+# Voice peers dial the shared aiohttp listener and the picows listener (rtvbp.fast_listen).
+pytestmark = pytest.mark.parametrize("media_listener", ["aiohttp", "picows"], indirect=True)
 
 
 async def test_demo_profile_on_the_media_path(server: ServerHandle, bound: ControlClient) -> None:

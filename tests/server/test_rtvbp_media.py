@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 L16_8K = bf.AudioCodec.l16(8000)
 L16_16K = bf.AudioCodec.l16(16000)
 
+# Voice peers dial the shared aiohttp listener and the picows listener (rtvbp.fast_listen).
+pytestmark = pytest.mark.parametrize("media_listener", ["aiohttp", "picows"], indirect=True)
+
 
 async def phone_in(client: ControlClient) -> tuple[str, Phone]:
     phone = await Phone.open()

@@ -35,6 +35,7 @@ from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.codecs import CodecChooser, first_l16
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.errors import SessionClosedError
+from callbridge.rtvbp.picows_listener import Upgrade, UpgradeRequest, check_request
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
@@ -318,11 +319,47 @@ class Application:
             heartbeat_s=self.heartbeat_s,
             max_message_bytes=self.max_message_bytes,
         )
-        if accepted.profile.token == DEMO_PROFILE:
-            await serve_demo(accepted.transport, request_timeout_s=self.request_timeout_s)
-        else:
-            await self.run(accepted.transport, auth=accepted.auth, remote=accepted.remote)
+        await self.serve_connection(
+            accepted.transport,
+            profile_token=accepted.profile.token,
+            auth=accepted.auth,
+            remote=accepted.remote,
+        )
         return accepted.response
+
+    async def decide_upgrade(self, request: UpgradeRequest) -> Upgrade:
+        """The picows listener's router for this application: the checks `websocket_handler`
+        runs, then the call (refusals raise `UpgradeRefused`)."""
+        profile, auth = await check_request(
+            request, authenticator=self.authenticator, origins=self.origins
+        )
+
+        async def serve(transport: Transport) -> None:
+            await self.serve_connection(
+                transport, profile_token=profile.token, auth=auth, remote=request.remote
+            )
+
+        return Upgrade(
+            profile,
+            auth,
+            serve,
+            heartbeat_s=self.heartbeat_s,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    async def serve_connection(
+        self,
+        transport: Transport,
+        *,
+        profile_token: str | None,
+        auth: AuthContext | None,
+        remote: str | None,
+    ) -> None:
+        """Serve one upgraded connection (either listener): a call, or the demo profile's echo."""
+        if profile_token == DEMO_PROFILE:
+            await serve_demo(transport, request_timeout_s=self.request_timeout_s)
+        else:
+            await self.run(transport, auth=auth, remote=remote)
 
     async def run(
         self, transport: Transport, *, auth: AuthContext | None = None, remote: str | None = None

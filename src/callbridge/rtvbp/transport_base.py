@@ -19,6 +19,26 @@ CLOSE_INTERNAL_ERROR = 1011
 
 ORDERLY_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
 """Close codes that mean an orderly end of the session; any other code is a failure."""
+CLOSE_TIMEOUT_S = 5.0
+"""How long a close waits for the peer's close frame (Go and TS SDKs: 5 s teardown)."""
+MAX_CLOSE_REASON_BYTES = 123
+"""RFC 6455: a close frame's payload is at most 125 bytes, two of them the code."""
+_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+"""Codes that only report a condition locally and must never be sent in a close frame."""
+
+
+def check_close_code(code: int) -> None:
+    """ValueError for a code no close frame may carry."""
+    if code in _RESERVED_CLOSE_CODES or not 1000 <= code <= 4999:
+        raise ValueError(f"close code {code} cannot be sent")
+
+
+def close_reason_bytes(reason: str) -> bytes:
+    """`reason` as UTF-8, cut at a character boundary to fit a close frame."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return encoded
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
 class MessageKind(enum.Enum):
@@ -37,6 +57,23 @@ class TransportMessage(NamedTuple):
     data: bytes = b""
     close_code: int = 0
     close_reason: str = ""
+
+
+class CachedClose:
+    """`closed` and `close_code` of a transport that reports one cached close message."""
+
+    __slots__ = ()
+    _close_message: TransportMessage | None
+
+    @property
+    def closed(self) -> bool:
+        """True from the moment either side started the close (or the link broke)."""
+        return self._close_message is not None
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection ended with: the peer's, ours if we closed first, or 1006."""
+        return None if self._close_message is None else self._close_message.close_code
 
 
 class TransportClosedError(SessionClosedError):

@@ -1,7 +1,8 @@
 """The ws.v1 binding on aiohttp: the server upgrade, the client dial, and the transport.
 
-Server order (nothing of the session exists before the 101): Origin check (403), authentication
-(401), subprotocol negotiation (400), then the upgrade echoing only the selected profile token.
+Server order (nothing of the session exists before the 101): the checks of `upgrade` (Origin 403,
+authentication 401, subprotocol negotiation 400), then the upgrade echoing only the selected
+profile token.
 Text frames carry control JSON as UTF-8 bytes, binary frames carry audio; both share one ordered
 outbound stream.
 """
@@ -19,13 +20,8 @@ import aiohttp
 from aiohttp import WSMsgType, hdrs, web
 from yarl import URL
 
-from callbridge.rtvbp.auth import (
-    AuthContext,
-    Authenticator,
-    AuthRequest,
-    OriginPolicy,
-)
-from callbridge.rtvbp.errors import AuthError, NegotiationError, RtvbpError
+from callbridge.rtvbp.auth import AuthContext, Authenticator, OriginPolicy
+from callbridge.rtvbp.errors import RtvbpError
 from callbridge.rtvbp.profiles import (
     CREDENTIAL_PREFIX,
     Negotiated,
@@ -37,20 +33,26 @@ from callbridge.rtvbp.transport_base import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    CLOSE_TIMEOUT_S,
+    CachedClose,
     MessageKind,
     TransportClosedError,
     TransportMessage,
+    check_close_code,
+    close_reason_bytes,
+)
+from callbridge.rtvbp.upgrade import (
+    UNSUPPORTED_SUBPROTOCOL as UNSUPPORTED_SUBPROTOCOL,
+)
+from callbridge.rtvbp.upgrade import (
+    UpgradeRefused,
+    check_upgrade,
+    offered_subprotocols,
+    refuse_subprotocol,
 )
 
 logger = logging.getLogger(__name__)
 
-UNSUPPORTED_SUBPROTOCOL = "Unsupported WebSocket subprotocol"
-CLOSE_TIMEOUT_S = 5.0
-"""How long a close waits for the peer's close frame (Go and TS SDKs: 5 s teardown)."""
-MAX_CLOSE_REASON_BYTES = 123
-"""RFC 6455: a close frame's payload is at most 125 bytes, two of them the code."""
-_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
-"""Codes that only report a condition locally and must never be sent in a close frame."""
 
 _LINK_LOST = aiohttp.WSMessage(WSMsgType.CLOSED, None, None)
 
@@ -65,7 +67,7 @@ class ConnectError(RtvbpError):
         self.status = status
 
 
-class WebSocketTransport:
+class WebSocketTransport(CachedClose):
     """The runtime's `Transport` over one aiohttp WebSocket (server or client side).
 
     Sends write the whole frame to the socket before their first suspension point, so
@@ -82,16 +84,6 @@ class WebSocketTransport:
         self._socket = socket
         self._owned_session = owned_session
         self._close_message: TransportMessage | None = None
-
-    @property
-    def closed(self) -> bool:
-        """True from the moment either side started the close (or the link broke)."""
-        return self._close_message is not None
-
-    @property
-    def close_code(self) -> int | None:
-        """The code the connection ended with: the peer's, ours if we closed first, or 1006."""
-        return None if self._close_message is None else self._close_message.close_code
 
     async def send_text(self, data: bytes) -> None:
         """Send one text message; `data` is UTF-8 JSON (sent as is, never re-encoded)."""
@@ -154,8 +146,7 @@ class WebSocketTransport:
 
         Idempotent; waits up to the close timeout for the peer's close frame.
         """
-        if code in _RESERVED_CLOSE_CODES or not 1000 <= code <= 4999:
-            raise ValueError(f"close code {code} cannot be sent")
+        check_close_code(code)
         if self._close_message is not None:
             await self._release_session()
             return
@@ -163,7 +154,7 @@ class WebSocketTransport:
             MessageKind.CLOSE, close_code=code, close_reason=reason
         )
         try:
-            await self._socket.close(code=code, message=_close_reason_bytes(reason))
+            await self._socket.close(code=code, message=close_reason_bytes(reason))
         finally:
             await self._release_session()
 
@@ -171,14 +162,6 @@ class WebSocketTransport:
         session, self._owned_session = self._owned_session, None
         if session is not None:
             await session.close()
-
-
-def _close_reason_bytes(reason: str) -> bytes:
-    """`reason` as UTF-8, cut at a character boundary to fit a close frame."""
-    encoded = reason.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
-        return encoded
-    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +176,12 @@ class Accepted:
     response: web.WebSocketResponse[bool]
 
 
-def _offered_subprotocols(request: web.BaseRequest) -> tuple[list[str], bool]:
-    """All offered tokens (every header line), and whether it was more than one header line."""
-    lines = request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, [])
-    return parse_offer(",".join(lines) if lines else None), len(lines) > 1
-
-
-def _refuse_subprotocol(request: web.BaseRequest, why: str) -> web.HTTPBadRequest:
-    logger.info("WebSocket upgrade from %s refused (400): %s", request.remote, why)
-    return web.HTTPBadRequest(text=UNSUPPORTED_SUBPROTOCOL)
+def _http_error(refusal: UpgradeRefused) -> web.HTTPException:
+    """aiohttp's exception for a refused upgrade (raised, it becomes the response)."""
+    error_type = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden}.get(
+        refusal.status, web.HTTPBadRequest
+    )
+    return error_type(text=refusal.body, headers=refusal.headers or None)
 
 
 async def accept(
@@ -222,41 +202,26 @@ async def accept(
     """
     if max_message_bytes < 1:
         raise ValueError("max_message_bytes must be positive")
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origins is not None and not origins.check(origin):
-        logger.info("WebSocket upgrade from %s refused (403): origin not allowed", request.remote)
-        raise web.HTTPForbidden(text="Origin not allowed")
-
-    offered, several_lines = _offered_subprotocols(request)
-    auth: AuthContext | None = None
-    if authenticator is not None:
-        auth_request = AuthRequest(
-            headers=request.headers,
-            offered_subprotocols=offered,
+    try:
+        negotiated, auth = await check_upgrade(
+            request.headers,
             remote=request.remote,
             path=request.path,
             query=request.query,
+            supported_profiles=supported_profiles,
+            authenticator=authenticator,
+            origins=origins,
         )
-        try:
-            auth = await authenticator(auth_request)
-        except AuthError as error:
-            logger.info("WebSocket upgrade from %s refused (401): %s", request.remote, error)
-            raise web.HTTPUnauthorized(
-                text=f"Unauthorized: {error}", headers={hdrs.WWW_AUTHENTICATE: "Bearer"}
-            ) from None
-
-    try:
-        negotiated = negotiate(offered, supported_profiles)
-    except NegotiationError as error:
-        raise _refuse_subprotocol(request, error.kind) from None
-    token = negotiated.token
-    if offered and token is None:  # aiohttp would log the offer, which may hold a credential
-        raise _refuse_subprotocol(request, "no profile among the offered tokens")
-    if token is not None and several_lines:
-        # aiohttp only reads the first Sec-WebSocket-Protocol line when it echoes the token.
-        first_line = parse_offer(request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL))
-        if token not in first_line:
-            raise _refuse_subprotocol(request, "profile token not on the first header line")
+        token = negotiated.token
+        if token is not None and offered_subprotocols(request.headers)[1]:
+            # aiohttp only reads the first Sec-WebSocket-Protocol line when it echoes the token.
+            first_line = parse_offer(request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL))
+            if token not in first_line:
+                raise refuse_subprotocol(
+                    request.remote, "profile token not on the first header line"
+                )
+    except UpgradeRefused as refusal:
+        raise _http_error(refusal) from None
 
     response: web.WebSocketResponse[bool] = web.WebSocketResponse(
         protocols=() if token is None else (token,),

@@ -31,7 +31,8 @@ from callbridge.server.control import control_server, setup_control, shutdown_co
 from callbridge.server.control_access import setup_control_access
 from callbridge.server.http_api import setup_http_api
 from callbridge.server.http_recordings import setup_http_recordings
-from callbridge.server.rtvbp_ingress import rtvbp_authenticator, setup_rtvbp_ingress
+from callbridge.server.rtvbp_fast import start_fast_listener
+from callbridge.server.rtvbp_ingress import INGRESS, rtvbp_authenticator, setup_rtvbp_ingress
 
 __all__ = [
     "MANAGER",
@@ -172,6 +173,7 @@ async def serve(
     stop = stop or asyncio.Event()
     signals = _SignalState(stop)
     signals.install()
+    fast = None
     try:
         for address in settings.listen:
             host, port = parse_listen_address(address)
@@ -198,10 +200,23 @@ async def serve(
             )
             for warning in exposure_warnings(settings, host, ssl_context is not None):
                 logger.warning("%s", warning)
+        fast = await start_fast_listener(settings, application, app[INGRESS], ssl_context)
+        for host, port in [] if fast is None else fast.addresses:
+            shown = f"[{host}]" if ":" in host else host
+            logger.info(
+                "fast RTVBP listener on %s://%s:%d (%s and %s)",
+                websocket,
+                shown,
+                port,
+                settings.rtvbp.path,
+                settings.rtvbp.media_path,
+            )
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()
         logger.info("shutting down: refusing new connections, draining calls in progress")
+        if fast is not None:
+            fast.stop_accepting()
         for site in list(runner.sites):
             await site.stop()
         draining: asyncio.Future[Any] = asyncio.gather(
@@ -217,6 +232,8 @@ async def serve(
             await app[MANAGER].shutdown(0)
     finally:
         signals.remove()
+        if fast is not None:
+            await fast.close()
         await runner.cleanup()
         logger.info("stopped")
 

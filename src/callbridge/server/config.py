@@ -63,6 +63,20 @@ class RtvbpSettings(BaseModel):
     """How long an RTVBP request waits for its response."""
     max_message_kb: int = 1024
     """Largest WebSocket message accepted from a voice peer."""
+    fast_listen: list[str] = Field(default_factory=list)
+    """host:port addresses of the fast RTVBP listener (picows): the same RTVBP paths, policy and
+    TLS as the shared listener at about half its CPU per audio frame; HTTP and the control
+    WebSocket stay on the shared listener only. Empty (the default): no fast listener."""
+
+    @field_validator("fast_listen", mode="before")
+    @classmethod
+    def _split_fast_listen(cls, value: Any) -> Any:
+        return split_address_list(value)
+
+    @field_validator("fast_listen")
+    @classmethod
+    def _valid_fast_addresses(cls, value: list[str]) -> list[str]:
+        return check_addresses(value)
 
     @field_validator("path", "media_path")
     @classmethod
@@ -254,18 +268,14 @@ class Settings(BaseSettings, RtpbridgeKeys):
     @field_validator("listen", mode="before")
     @classmethod
     def _split_listen(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_address_list(value)
 
     @field_validator("listen")
     @classmethod
     def _valid_addresses(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one address is needed")
-        for address in value:
-            parse_listen_address(address)
-        return value
+        return check_addresses(value)
 
     @field_validator("media_ip")
     @classmethod
@@ -361,6 +371,20 @@ class Settings(BaseSettings, RtpbridgeKeys):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def split_address_list(value: Any) -> Any:
+    """A comma list of addresses (as the environment gives it) becomes a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def check_addresses(addresses: list[str]) -> list[str]:
+    """`addresses` unchanged once each is a valid host:port (ValueError otherwise)."""
+    for address in addresses:
+        parse_listen_address(address)
+    return addresses
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

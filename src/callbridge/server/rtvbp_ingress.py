@@ -29,6 +29,7 @@ from callbridge.rtvbp.auth import (
 )
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.profiles import SERVED_PROFILES
+from callbridge.rtvbp.transport_base import Transport
 from callbridge.rtvbp.websocket import accept
 from callbridge.server.config import RtvbpSettings, Settings
 from callbridge.server.http_api import install_fallback, json_response
@@ -36,7 +37,13 @@ from callbridge.server.http_api import install_fallback, json_response
 if TYPE_CHECKING:
     from callbridge.engine.manager import SessionManager
 
-__all__ = ["RtvbpIngress", "rtvbp_authenticator", "setup_rtvbp_ingress"]
+__all__ = [
+    "INGRESS",
+    "RtvbpIngress",
+    "parse_session_id",
+    "rtvbp_authenticator",
+    "setup_rtvbp_ingress",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,28 +78,53 @@ class RtvbpIngress:
         self.authenticator = rtvbp_authenticator(settings)
         self.origins = OriginPolicy(settings.allowed_origins) if settings.allowed_origins else None
 
+    def refusal(self, session_id: str | None) -> tuple[int, str] | None:
+        """Why a call for `session_id` (None: a call to park) is refused before the upgrade:
+        (HTTP status, error), or None. Shared by both listeners."""
+        manager = self.manager
+        if session_id is None:
+            limit = manager.config.max_sessions
+            if manager.shutting_down:
+                return 503, "server is shutting down"
+            if limit and len(manager.sessions()) >= limit:
+                return 503, "too many sessions"
+            return None
+        session = manager.get(session_id)
+        if session is None or not session.alive:
+            return 404, "session not found"
+        return None
+
+    async def serve_call(
+        self,
+        transport: Transport,
+        *,
+        profile_token: str | None,
+        remote: str | None,
+        session_id: str | None,
+    ) -> None:
+        """Serve one upgraded connection (either listener): the call, or the demo echo."""
+        if profile_token == DEMO_PROFILE:  # no call: nothing joins or parks a session
+            await serve_demo(transport, request_timeout_s=self.settings.request_timeout_secs)
+            return
+        await self.manager.serve_rtvbp_call(
+            transport, session_id=session_id, remote=remote, on_parked=self.announce
+        )
+
     async def park(self, request: web.Request) -> web.StreamResponse:
         """A call for a new session that a controller will claim."""
-        manager = self.manager
-        limit = manager.config.max_sessions
-        if manager.shutting_down:
-            return json_response({"error": "server is shutting down"}, status=503)
-        if limit and len(manager.sessions()) >= limit:
-            return json_response({"error": "too many sessions"}, status=503)
         return await self._serve(request, None)
 
     async def join(self, request: web.Request) -> web.StreamResponse:
         """A call for the session named in the path."""
-        try:
-            session_id = str(uuid.UUID(request.match_info["session_id"]))
-        except ValueError:
+        session_id = parse_session_id(request.match_info["session_id"])
+        if session_id is None:
             return json_response({"error": "invalid session ID"}, status=400)
-        session = self.manager.get(session_id)
-        if session is None or not session.alive:
-            return json_response({"error": "session not found"}, status=404)
         return await self._serve(request, session_id)
 
     async def _serve(self, request: web.Request, session_id: str | None) -> web.StreamResponse:
+        refused = self.refusal(session_id)
+        if refused is not None:
+            return json_response({"error": refused[1]}, status=refused[0])
         settings = self.settings
         accepted = await accept(
             request,
@@ -102,16 +134,24 @@ class RtvbpIngress:
             heartbeat_s=settings.heartbeat_secs or None,
             max_message_bytes=settings.max_message_kb * 1024,
         )
-        if accepted.profile.token == DEMO_PROFILE:  # no call: nothing joins or parks a session
-            await serve_demo(accepted.transport, request_timeout_s=settings.request_timeout_secs)
-            return accepted.response
-        await self.manager.serve_rtvbp_call(
+        await self.serve_call(
             accepted.transport,
-            session_id=session_id,
+            profile_token=accepted.profile.token,
             remote=accepted.remote,
-            on_parked=self.announce,
+            session_id=session_id,
         )
         return accepted.response
+
+
+def parse_session_id(text: str) -> str | None:
+    """The canonical form of a session id from a URL path, or None when it is not a UUID."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
+INGRESS = web.AppKey("rtvbp_ingress", RtvbpIngress)
 
 
 def setup_rtvbp_ingress(
@@ -122,7 +162,7 @@ def setup_rtvbp_ingress(
 ) -> RtvbpIngress:
     """Serve the media ingress on `settings.rtvbp.media_path`; `announce` gets every parked
     call's `call.incoming` data (the control server's `announce_call`)."""
-    ingress = RtvbpIngress(manager, settings.rtvbp, announce)
+    ingress = app[INGRESS] = RtvbpIngress(manager, settings.rtvbp, announce)
     path = settings.rtvbp.media_path.rstrip("/") or "/"
     app.router.add_get(path, ingress.park, allow_head=False)
     app.router.add_get(f"{path.rstrip('/')}/{{session_id}}", ingress.join, allow_head=False)
