@@ -19,9 +19,9 @@ frame that carries the burst. The same load is also run through a bare UDP relay
 datagram sockets, same process, same measurement): "added" latency is the scenario's
 percentile minus the relay's.
 
-`--record FORMAT[:MODE]` records every engine session (pcap, or wav/flac with mix or split at
-16 kHz) into a temporary directory: the capacity cost of recording is the same search with and
-without it.
+`--record FORMAT[:MODE[:RATE]]` records every engine session (pcap, or wav/flac with mix or split
+at RATE, 16 kHz unless given) into a temporary directory: the capacity cost of recording is the
+same search with and without it.
 
 Reported per scenario and N: server CPU per forwarded packet (user+sys of this process over
 the sending window / packets delivered to destinations), RSS growth per session, loss,
@@ -226,10 +226,13 @@ async def _webrtc_party(session: Any, _port: int, fingerprint: str) -> dict[str,
 def _start_recording(session: Any, record: str, index: int) -> None:
     from callbridge.engine.recording import SessionRecordings
 
-    recording_format, _, mode = record.partition(":")
+    recording_format, _, rest = record.partition(":")
+    mode, _, rate = rest.partition(":")
     directory = session.context.config.recording_dir
     path = directory / f"{time.monotonic_ns()}-{index}.{recording_format}"
-    SessionRecordings.of(session).start(None, str(path), recording_format, mode or "mix", 16000)
+    SessionRecordings.of(session).start(
+        None, str(path), recording_format, mode or "mix", int(rate or 16000)
+    )
 
 
 def _line(outcome: Outcome, baseline: Outcome | None, limit: float) -> tuple[str, bool]:
@@ -336,7 +339,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--record",
         default="",
-        help="record every engine session: pcap, wav:mix, wav:split, flac:mix or flac:split",
+        help="record every engine session: pcap, wav:mix, wav:split, flac:mix or flac:split,"
+        " optionally with a sample rate (wav:split:8000; default 16000)",
     )
     parser.add_argument("--opus-complexity", type=int, default=5, help="engine Opus encoder 0-10")
     import uvloop
