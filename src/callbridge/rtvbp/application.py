@@ -32,12 +32,14 @@ from callbridge.rtvbp.audio import InboundFrames, OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.audio_channel import AudioSink
 from callbridge.rtvbp.auth import AuthContext, Authenticator, OriginPolicy
 from callbridge.rtvbp.catalog import Role
-from callbridge.rtvbp.codecs import CodecChooser, first_l16
+from callbridge.rtvbp.codecs import CodecChooser, first_l16, narrowband_only
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.errors import SessionClosedError
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcError, WebRtcOptions, answer_offer
+from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from callbridge.rtvbp.websocket import accept
 
 logger = logging.getLogger(__name__)
@@ -292,6 +294,7 @@ class Application:
         origins: OriginPolicy | None = None,
         heartbeat_s: float | None = 20.0,
         max_message_bytes: int = 1 << 20,
+        webrtc: WebRtcOptions | None = None,
     ) -> None:
         self.handler = handler
         self.choose_codec = choose_codec
@@ -301,6 +304,8 @@ class Application:
         self.origins = origins
         self.heartbeat_s = heartbeat_s
         self.max_message_bytes = max_message_bytes
+        self.webrtc = WebRtcOptions() if webrtc is None else webrtc
+        """Media address and timeouts of calls that choose ``rtvbp.webrtc.v1``."""
         self.active_calls: set[Call] = set()
 
     def call(self, handler: CallHandler) -> CallHandler:
@@ -318,10 +323,16 @@ class Application:
             heartbeat_s=self.heartbeat_s,
             max_message_bytes=self.max_message_bytes,
         )
+        transport: Transport = accepted.transport
         if accepted.profile.token == DEMO_PROFILE:
             await serve_demo(accepted.transport, request_timeout_s=self.request_timeout_s)
-        else:
-            await self.run(accepted.transport, auth=accepted.auth, remote=accepted.remote)
+            return accepted.response
+        if accepted.profile.token == WEBRTC_PROFILE:
+            try:
+                transport = await answer_offer(accepted.transport, self.webrtc)
+            except WebRtcError:
+                return accepted.response  # refused and closed; the reason is logged
+        await self.run(transport, auth=accepted.auth, remote=accepted.remote)
         return accepted.response
 
     async def run(
@@ -333,7 +344,7 @@ class Application:
         session = RtvbpSession(
             Role.APPLICATION, bf.CATALOG, transport, request_timeout_s=self.request_timeout_s
         )
-        call = _ApplicationCall(self, session, auth, remote)
+        call = _ApplicationCall(self, session, auth, remote, isinstance(transport, WebRtcTransport))
         info = await AnsweringRunner(session, call).serve()
         await call.finish("closed" if info.orderly else f"connection lost ({info.code})")
 
@@ -347,6 +358,7 @@ class _ApplicationCall:
         session: RtvbpSession,
         auth: AuthContext | None,
         remote: str | None,
+        webrtc: bool,
     ) -> None:
         self.application = application
         self.session = session
@@ -354,9 +366,11 @@ class _ApplicationCall:
         self.remote = remote
         self.call: Call | None = None
         self.handler_task: asyncio.Task[None] | None = None
+        self.webrtc = webrtc
 
     def choose_codec(self, offer: bf.SessionInitializeRequest) -> CodecChooser:
-        return self.application.choose_codec
+        chooser = self.application.choose_codec
+        return narrowband_only(chooser) if self.webrtc else chooser
 
     def prepare(self, offer: bf.SessionInitializeRequest, codec: bf.AudioCodec) -> AudioSink:
         call = Call(
