@@ -15,17 +15,21 @@ from typing import Final
 from callbridge.media.sdp import Codec, SdpError, codec_lines
 
 __all__ = [
+    "MAX_CANDIDATES",
     "MAX_SECTIONS",
     "SETUP_ROLES",
     "LocalWebRtc",
     "OfferedSection",
     "WebRtcParameters",
+    "parse_candidates",
     "parse_webrtc",
     "write_webrtc_sdp",
 ]
 
 SETUP_ROLES: Final = frozenset({"actpass", "active", "passive"})
 MAX_SECTIONS: Final = 16
+MAX_CANDIDATES: Final = 16
+"""Candidates of the audio section that are kept (checked); the rest are ignored."""
 """m-sections of an offer that are kept (and answered); a voice offer has one."""
 _PRODUCT: Final = "callbridge"
 _TOKEN_CHARACTERS: Final = frozenset(
@@ -106,6 +110,32 @@ def parse_webrtc(text: str) -> WebRtcParameters:
     )
 
 
+def parse_candidates(text: str) -> list[tuple[str, int]]:
+    """(address, port) of the UDP RTP candidates of the first audio section, in SDP order.
+
+    Only component 1 over UDP counts (rtcp-mux); lines that do not parse are skipped, and
+    unresolved mDNS names (``*.local``) too, since nothing here resolves them.
+    """
+    candidates: list[tuple[str, int]] = []
+    in_audio = seen_audio = False
+    for raw_line in text.split("\n"):
+        line = raw_line.strip()
+        if line.startswith("m="):
+            in_audio = not seen_audio and line[2:].split(" ", 1)[0].lower() == "audio"
+            seen_audio = seen_audio or in_audio
+        elif in_audio and line.startswith("a=candidate:"):
+            fields = line[12:].split()
+            if len(fields) < 6 or fields[1] != "1" or fields[2].lower() != "udp":
+                continue
+            address, port = fields[4], fields[5]
+            if not port.isdigit() or not 0 < int(port) <= 65535 or address.endswith(".local"):
+                continue
+            candidates.append((address, int(port)))
+            if len(candidates) == MAX_CANDIDATES:
+                break
+    return candidates
+
+
 def _check_token(value: str, what: str) -> None:
     if not value or len(value) > 256 or not set(value) <= _TOKEN_CHARACTERS:
         raise SdpError(f"{what} {value!r} is not a plain SDP token")
@@ -137,8 +167,12 @@ def write_webrtc_sdp(
     ptime_ms: int = 20,
     offered: Sequence[OfferedSection] = (),
     audio_index: int = 0,
+    ice_lite: bool = True,
 ) -> str:
     """One bundled audio section (CRLF line endings) with our host candidate on `address`.
+
+    `ice_lite=False` for an offerer that runs the checks itself (a full agent toward an
+    ICE-lite answerer).
 
     In an answer, `offered` are the offer's m-sections and `audio_index` the one we take; the
     others are answered rejected (port 0), in their places, as offer/answer requires.
@@ -162,7 +196,7 @@ def write_webrtc_sdp(
         f"s={_PRODUCT}",
         "t=0 0",
         f"a=group:BUNDLE {mid}",
-        "a=ice-lite",
+        *(["a=ice-lite"] if ice_lite else []),
         "a=msid-semantic: WMS callbridge",
     ]
     rejected = [section for index, section in enumerate(offered) if index != audio_index]

@@ -32,13 +32,15 @@ from callbridge.rtvbp.audio import InboundFrames, OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.audio_channel import AudioSink
 from callbridge.rtvbp.auth import AuthContext, Authenticator, OriginPolicy
 from callbridge.rtvbp.catalog import Role
-from callbridge.rtvbp.codecs import CodecChooser, first_l16
+from callbridge.rtvbp.codecs import CodecChooser, first_l16, narrowband_only
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.errors import SessionClosedError
 from callbridge.rtvbp.picows_listener import Upgrade, UpgradeRequest, check_request
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcError, WebRtcOptions, answer_offer
+from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from callbridge.rtvbp.websocket import accept
 
 logger = logging.getLogger(__name__)
@@ -293,6 +295,7 @@ class Application:
         origins: OriginPolicy | None = None,
         heartbeat_s: float | None = 20.0,
         max_message_bytes: int = 1 << 20,
+        webrtc: WebRtcOptions | None = None,
     ) -> None:
         self.handler = handler
         self.choose_codec = choose_codec
@@ -302,6 +305,8 @@ class Application:
         self.origins = origins
         self.heartbeat_s = heartbeat_s
         self.max_message_bytes = max_message_bytes
+        self.webrtc = WebRtcOptions() if webrtc is None else webrtc
+        """Media address and timeouts of calls that choose ``rtvbp.webrtc.v1``."""
         self.active_calls: set[Call] = set()
 
     def call(self, handler: CallHandler) -> CallHandler:
@@ -355,11 +360,17 @@ class Application:
         auth: AuthContext | None,
         remote: str | None,
     ) -> None:
-        """Serve one upgraded connection (either listener): a call, or the demo profile's echo."""
+        """Serve one upgraded connection (either listener): a call, the demo profile's echo, or
+        a call whose audio moves to WebRTC once its offer is answered."""
         if profile_token == DEMO_PROFILE:
             await serve_demo(transport, request_timeout_s=self.request_timeout_s)
-        else:
-            await self.run(transport, auth=auth, remote=remote)
+            return
+        if profile_token == WEBRTC_PROFILE:
+            try:
+                transport = await answer_offer(transport, self.webrtc)
+            except WebRtcError:
+                return  # refused and closed; the reason is logged
+        await self.run(transport, auth=auth, remote=remote)
 
     async def run(
         self, transport: Transport, *, auth: AuthContext | None = None, remote: str | None = None
@@ -370,7 +381,7 @@ class Application:
         session = RtvbpSession(
             Role.APPLICATION, bf.CATALOG, transport, request_timeout_s=self.request_timeout_s
         )
-        call = _ApplicationCall(self, session, auth, remote)
+        call = _ApplicationCall(self, session, auth, remote, isinstance(transport, WebRtcTransport))
         info = await AnsweringRunner(session, call).serve()
         await call.finish("closed" if info.orderly else f"connection lost ({info.code})")
 
@@ -384,6 +395,7 @@ class _ApplicationCall:
         session: RtvbpSession,
         auth: AuthContext | None,
         remote: str | None,
+        webrtc: bool,
     ) -> None:
         self.application = application
         self.session = session
@@ -391,9 +403,11 @@ class _ApplicationCall:
         self.remote = remote
         self.call: Call | None = None
         self.handler_task: asyncio.Task[None] | None = None
+        self.webrtc = webrtc
 
     def choose_codec(self, offer: bf.SessionInitializeRequest) -> CodecChooser:
-        return self.application.choose_codec
+        chooser = self.application.choose_codec
+        return narrowband_only(chooser) if self.webrtc else chooser
 
     def prepare(self, offer: bf.SessionInitializeRequest, codec: bf.AudioCodec) -> AudioSink:
         call = Call(

@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.errors import BAD_REQUEST, RemoteError
 
-__all__ = ["CodecChooser", "first_l16", "is_l16", "prefer_sample_rate", "select_codec"]
+__all__ = [
+    "CodecChooser",
+    "first_l16",
+    "is_l16",
+    "narrowband_only",
+    "prefer_sample_rate",
+    "select_codec",
+]
 
 CodecChooser = Callable[[Sequence[bf.AudioCodec]], "bf.AudioCodec | None"]
 """Picks one of the offers, or None when none is usable."""
@@ -62,3 +69,17 @@ def prefer_sample_rate(*rates: int) -> CodecChooser:
         return first_l16(offers)
 
     return choose
+
+
+def narrowband_only(choose: CodecChooser) -> CodecChooser:
+    """`choose` among the mono L16/8000 offers only: what a WebRTC (PCMU) call can carry."""
+
+    def narrowband(offers: Sequence[bf.AudioCodec]) -> bf.AudioCodec | None:
+        usable = [
+            codec
+            for codec in offers
+            if is_l16(codec) and codec.sample_rate == 8000 and codec.channels == 1
+        ]
+        return choose(usable) if usable else None
+
+    return narrowband

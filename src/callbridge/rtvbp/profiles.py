@@ -56,9 +56,9 @@ PROFILES: Final[tuple[Profile, ...]] = (
 )
 """Every registered profile, in the server's default preference order."""
 
-SERVED_PROFILES: Final = ("rtvbp.v1", "rtvbp.demo.v1")
-"""What callbridge's ingress paths accept, in preference order (``rtvbp.webrtc.v1`` is known
-but not served)."""
+SERVED_PROFILES: Final = ("rtvbp.v1", "rtvbp.demo.v1", "rtvbp.webrtc.v1")
+"""What callbridge's ingress paths accept, in preference order: a client that wants WebRTC
+audio offers ``rtvbp.webrtc.v1`` alone."""
 
 _BY_TOKEN: Final = {profile.token: profile for profile in PROFILES}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from callbridge.rtvbp.auth import (
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.transport_base import Transport
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE
 from callbridge.rtvbp.websocket import accept
 from callbridge.server.config import RtvbpSettings, Settings
 from callbridge.server.http_api import install_fallback, json_response
@@ -48,6 +49,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CallAnnouncer = Callable[[dict[str, Any]], None]
+
+
+_PROFILES: Final = tuple(token for token in SERVED_PROFILES if token != WEBRTC_PROFILE)
+"""Media-session legs carry their audio on the WebSocket (WebRTC legs: not yet)."""
 
 
 def rtvbp_authenticator(settings: RtvbpSettings) -> Authenticator | None:
@@ -128,7 +133,7 @@ class RtvbpIngress:
         settings = self.settings
         accepted = await accept(
             request,
-            supported_profiles=SERVED_PROFILES,
+            supported_profiles=_PROFILES,
             authenticator=self.authenticator,
             origins=self.origins,
             heartbeat_s=settings.heartbeat_secs or None,
