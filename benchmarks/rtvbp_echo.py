@@ -22,13 +22,15 @@ import asyncio
 import json
 import os
 import random
-import socket
 import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ws_load import free_port, wait_for_port
 
 FRAME_BYTES = 320
 FRAME_SECONDS = 0.020
@@ -177,22 +179,6 @@ def percentile(values: list[float], fraction: float) -> float:
 # -- orchestration ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
-
-
 def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -329,7 +315,6 @@ def main() -> None:
         "largest N with p99 <= 20 ms and no loss:",
         largest_within_bound or "none of the sizes run",
     )
-    sys.path.insert(0, str(Path(__file__).parent))
     import rtvbp_envelope
 
     print("\ncontrol message codec (classic.v1), per message:")
