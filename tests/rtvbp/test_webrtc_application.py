@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 from callbridge.media import stun
 from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.envelope import Request, encode_frame
-from callbridge.rtvbp.webrtc import WebRtcOptions
+from callbridge.rtvbp.voice import VoiceCall
+from callbridge.rtvbp.voice_recorder import WavCallRecorder
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcOptions
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from tests.conftest import serve_application, wait_until
 from tests.engine.engine_peers import dominant_frequency, sine_pcm
@@ -260,3 +263,31 @@ async def test_garbage_dtls_in_the_handshake_fails_the_call(
             impostor.sendto(b"\x16\xfe\xfd" + b"\xff" * 60, ("127.0.0.1", port))
             closing = await asyncio.wait_for(voice.connected.transport.receive(), 10)
     assert closing.close_code == 1011 and "did not connect in time" in closing.close_reason
+
+
+async def test_a_voice_call_dials_over_webrtc(tmp_path: Path) -> None:
+    """VoiceCall as the offerer (it runs the ICE checks an ICE-lite answerer never sends)."""
+    agent = Agent(seconds=2.0)
+    async with serve_application(Application(agent)) as url:
+        voice = await VoiceCall.dial(
+            url, profiles=(WEBRTC_PROFILE,), recorder=WavCallRecorder(tmp_path)
+        )
+        try:
+            assert isinstance(voice.session._transport, WebRtcTransport)
+            tone = sine_pcm(1000, 8000, 8000)
+            for start in range(0, len(tone), 320):
+                await voice.send_audio(tone[start : start + 320])
+                await asyncio.sleep(0.02)
+            await wait_until(lambda: len(agent.heard) >= 40, timeout=10)
+            assert agent.frequency(0.5) == pytest.approx(1000, rel=0.01)
+            heard = []
+            async for frame in voice.playout_frames():
+                heard.append(frame)
+                if len(heard) >= 75:
+                    break
+            pcm = np.frombuffer(b"".join(heard[-50:]), "<i2")
+            assert dominant_frequency(pcm, 8000) == pytest.approx(440, rel=0.01)
+        finally:
+            await voice.hangup()
+        await agent.calls[0].wait_ended()
+        assert agent.calls[0].hangup_reason == "hangup"

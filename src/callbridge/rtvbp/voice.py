@@ -34,8 +34,10 @@ from callbridge.rtvbp.audio import OutboundAudio, l16_frame_bytes
 from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.errors import INTERNAL, RemoteError, RtvbpError
 from callbridge.rtvbp.session import IncomingRequest, RtvbpSession, now_ms
+from callbridge.rtvbp.transport_base import Transport
 from callbridge.rtvbp.voice_recorder import WavCallRecorder
-from callbridge.rtvbp.websocket import connect
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcError, WebRtcOptions, send_offer
+from callbridge.rtvbp.websocket import ConnectError, connect
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +137,13 @@ class VoiceCall:
         playout_capacity_bytes: int = 1 << 20,
         variables: dict[str, Any] | None = None,
         event_hook: EventHook | None = None,
+        webrtc: WebRtcOptions | None = None,
     ) -> VoiceCall:
         """Connect, initialize (offering `codecs`), announce ``session.updated``; audio may flow.
+
+        When the application chose ``rtvbp.webrtc.v1`` (offer it in `profiles`), the audio moves
+        to WebRTC first: we offer (`webrtc` sets our media address and timeouts), and the call
+        starts once DTLS has keyed SRTP; only L16/8000 is used then.
 
         `variables`: a dict to share as the session variables (default: a new one).
         `event_hook`: called with (name, data) for each application event, instead of
@@ -152,8 +159,14 @@ class VoiceCall:
             bearer_token=bearer_token,
             connect_timeout_s=connect_timeout_s,
         )
+        transport: Transport = connected.transport
+        if connected.profile.token == WEBRTC_PROFILE:
+            try:
+                transport = await send_offer(transport, webrtc or WebRtcOptions())
+            except WebRtcError as error:
+                raise ConnectError(f"WebRTC negotiation failed: {error.message}") from None
         session = RtvbpSession(
-            Role.VOICE, bf.CATALOG, connected.transport, request_timeout_s=request_timeout_s
+            Role.VOICE, bf.CATALOG, transport, request_timeout_s=request_timeout_s
         )
         voice = cls(
             session,
