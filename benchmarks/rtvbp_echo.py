@@ -30,21 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ws_load import free_port, wait_for_port
+from ws_load import INITIALIZE, UPDATED, free_port, wait_for_port
 
 FRAME_BYTES = 320
 FRAME_SECONDS = 0.020
 HEADER = struct.Struct("<Id")  # sequence number, send time (perf_counter seconds)
-INITIALIZE = (
-    '{{"version":"1","id":"init-{call}","method":"session.initialize","params":{{'
-    '"application":{{"id":"bench"}},"call":{{"id":"call-{call}","session_id":"s-{call}",'
-    '"from":"+4910002000","to":"+4910003000"}},"audio_codec_offerings":[{{"id":"L16/8000/1",'
-    '"name":"L16","sample_rate":8000,"bit_depth":16,"channels":1}}],"metadata":null}}}}'
-)
-UPDATED = (
-    '{{"version":"1","id":"upd-{call}","event":"session.updated","data":{{"audio_codec":'
-    '{{"id":"L16/8000/1","name":"L16","sample_rate":8000,"bit_depth":16,"channels":1}}}}}}'
-)
 BARE_ECHO_SERVER = """
 import asyncio, sys, uvloop
 from aiohttp import web, WSMsgType
