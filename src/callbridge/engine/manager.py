@@ -33,9 +33,11 @@ from callbridge.engine.errors import (
 )
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
+from callbridge.engine.rtvbp_endpoint import webrtc_options
 from callbridge.engine.rtvbp_incoming import CallListener, IncomingCall
 from callbridge.engine.session import EventSink, MediaSession
 from callbridge.rtvbp.transport_base import Transport
+from callbridge.rtvbp.webrtc import answer_profile
 
 __all__ = ["SessionManager"]
 
@@ -151,11 +153,20 @@ class SessionManager:
         session_id: str | None,
         remote: str | None,
         on_parked: CallListener | None = None,
+        profile_token: str | None = None,
     ) -> None:
         """Run one incoming RTVBP call (callbridge is the application) until it ends: it joins
-        session `session_id`, or is parked (`on_parked` gets its `call.incoming` data)."""
+        session `session_id`, or is parked (`on_parked` gets its `call.incoming` data).
+
+        With `profile_token` ``rtvbp.webrtc.v1`` the peer's WebRTC offer is answered first
+        (a refused offer ends the connection before anything joins or parks a session).
+        """
+        options = webrtc_options(self.config, self.config.rtvbp_initialize_timeout_s)
+        answered = await answer_profile(transport, profile_token, options)
+        if answered is None:
+            return
         call = IncomingCall(
-            self, transport, session_id=session_id, remote=remote, on_parked=on_parked
+            self, answered, session_id=session_id, remote=remote, on_parked=on_parked
         )
         await call.run()
 

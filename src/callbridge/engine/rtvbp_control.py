@@ -21,9 +21,11 @@ from callbridge.engine.session import MediaSession
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import decode_payload
 from callbridge.rtvbp.errors import PayloadError
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE
 
 __all__ = [
     "DEFAULT_RATES",
+    "LEG_PROFILES",
     "create_rtvbp",
     "default_offers",
     "parse_codecs",
@@ -34,6 +36,9 @@ __all__ = [
 
 DEFAULT_RATES: Final = (8000, 16000, 24000, 48000)
 """L16 rates offered to an application after the preferred one."""
+LEG_PROFILES: Final = ("rtvbp.v1", WEBRTC_PROFILE)
+"""What an outbound leg may dial with: audio on the WebSocket, or over WebRTC."""
+NARROWBAND: Final = bf.AudioCodec.l16(8000)
 MANAGED_BY_CALLBRIDGE: Final = frozenset({"session.initialize", "session.updated"})
 """The handshake callbridge runs itself; a controller may not send these."""
 
@@ -93,6 +98,22 @@ def preferred_rate(session: MediaSession, exclude: Endpoint | None = None) -> in
     return max(rates) if rates else None
 
 
+def _offers(
+    session: MediaSession, codecs: Sequence[str | int] | None, profile: str
+) -> list[bf.AudioCodec]:
+    """What the leg offers: `codecs` or the session's defaults; over WebRTC only L16/8000."""
+    if profile not in LEG_PROFILES:
+        raise EngineError(INVALID_PARAMS, f"profile must be one of {', '.join(LEG_PROFILES)}")
+    offers = parse_codecs(codecs) if codecs is not None else default_offers(session)
+    if profile == WEBRTC_PROFILE:
+        if NARROWBAND not in offers:
+            raise EngineError(
+                INVALID_PARAMS, f"codecs: {WEBRTC_PROFILE} carries L16/8000 (PCMU) only"
+            )
+        return [NARROWBAND]
+    return offers
+
+
 def default_offers(session: MediaSession) -> list[bf.AudioCodec]:
     preferred = preferred_rate(session) or DEFAULT_RATES[0]
     rates = [preferred, *(rate for rate in DEFAULT_RATES if rate != preferred)]
@@ -110,17 +131,18 @@ async def create_rtvbp(
     application_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     codecs: Sequence[str | int] | None = None,
+    profile: str = "rtvbp.v1",
 ) -> str:
     """`endpoint.create_rtvbp`: a leg dialling `url`; returns its id at once (`connecting`).
 
     `call` may give `id`, `session_id`, `from`, `to` (defaults: a random id, this media
     session's id, "", ""). `codecs` defaults to the rate the session prefers, then the other
-    usual rates.
+    usual rates. `profile` ``rtvbp.webrtc.v1`` moves the audio to WebRTC (L16/8000 offered).
     """
     check_direction(direction)
     session.touch()
     _check_url(url)
-    offers = parse_codecs(codecs) if codecs is not None else default_offers(session)
+    offers = _offers(session, codecs, profile)
     fields = dict(call or {})
     call_info = bf.CallInfo(
         id=fields.get("id") or uuid.uuid4().hex,
@@ -139,6 +161,7 @@ async def create_rtvbp(
             codecs=offers,
             bearer_token=bearer_token,
             headers=headers,
+            profile=profile,
         )
         slot.add(endpoint)
     endpoint.start()

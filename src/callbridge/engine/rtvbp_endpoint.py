@@ -11,6 +11,10 @@ way the leg carries L16 little-endian audio at the negotiated rate in exact 20 m
   go into a bounded queue that one writer task per endpoint drains (append and wake per frame,
   never a task per frame); when the socket stalls the oldest frames are dropped and counted.
 
+Over ``rtvbp.webrtc.v1`` (`profile`) the control stays on the WebSocket and the audio moves to
+WebRTC (PCMU, L16/8000 at this boundary): the SDK's offerer and answerer, on `media_ip`
+(`webrtc_options`).
+
 The leg ends when the RTVBP session does: the controller gets `endpoint.rtvbp.ended` with a
 reason and the endpoint leaves the session. Removing the endpoint (or destroying the session)
 ends the RTVBP session gracefully in a background task bounded by `rtvbp_close_timeout_s`.
@@ -26,6 +30,7 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 
+from callbridge.engine.config import EngineConfig
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import INVALID_PARAMS, EngineError, endpoint_error
 from callbridge.engine.pipeline import OutputFormat
@@ -41,8 +46,9 @@ from callbridge.rtvbp.errors import (
     SessionClosedError,
 )
 from callbridge.rtvbp.session import RtvbpSession, now_ms
+from callbridge.rtvbp.webrtc import WebRtcOptions
 
-__all__ = ["End", "RtvbpEndpoint", "call_json", "payload_json"]
+__all__ = ["End", "RtvbpEndpoint", "call_json", "payload_json", "webrtc_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,17 @@ def dtmf_duration_ms(pressed_at_ms: int, released_at_ms: int) -> int:
     if duration <= 0:
         return DEFAULT_DTMF_MS
     return min(max(duration, MIN_DTMF_MS), MAX_DTMF_MS)
+
+
+def webrtc_options(config: EngineConfig, offer_timeout_s: float) -> WebRtcOptions:
+    """How a leg over ``rtvbp.webrtc.v1`` opens its media: on `media_ip`, as WebRTC endpoints
+    do; connecting within the RTVBP connect timeout, consent as for WebRTC endpoints."""
+    return WebRtcOptions(
+        media_address=config.media_ip,
+        offer_timeout_s=offer_timeout_s,
+        connect_timeout_s=config.rtvbp_connect_timeout_s,
+        consent_timeout_s=config.webrtc_consent_timeout_s,
+    )
 
 
 def payload_json(value: Any) -> Any:
@@ -101,8 +118,12 @@ class RtvbpEndpoint(Endpoint):
         call: bf.CallInfo,
         application_id: str,
         metadata: dict[str, Any] | None,
+        profile: str,
     ) -> None:
         super().__init__(host, direction, state)
+        self.profile = profile
+        """The RTVBP profile token: ``rtvbp.v1`` (audio on the WebSocket) or
+        ``rtvbp.webrtc.v1`` (audio over WebRTC)."""
         self.call_info = call
         self.application_id = application_id
         self.metadata = metadata
@@ -148,6 +169,7 @@ class RtvbpEndpoint(Endpoint):
         """The `rtvbp` part of the session.info entry: who is on the other end, and how."""
         return {
             "role": self.role.value,
+            "profile": self.profile,
             "call": call_json(self.call_info),
             "application_id": self.application_id,
             "metadata": self.metadata,

@@ -1,5 +1,8 @@
 """An inbound RTVBP leg: a voice peer (babelforce Cloud, `callbridge call`) called callbridge,
 which answers as the application (`rtvbp_incoming.IncomingCall`); this is its media leg.
+
+Over ``rtvbp.webrtc.v1`` the audio toward the voice peer also waits in the WebRTC pacer (a frame
+or so): ``audio.buffer.clear`` drops that too and counts it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint, call_json
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.session import RtvbpSession
+from callbridge.rtvbp.transport_base import Transport
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE
+from callbridge.rtvbp.webrtc_media import FRAME_BYTES
+from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 
 __all__ = ["InboundRtvbpEndpoint"]
 
@@ -34,7 +41,9 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
         rtvbp: RtvbpSession,
         request: bf.SessionInitializeRequest,
         remote: str | None,
+        transport: Transport,
     ) -> None:
+        webrtc = transport if isinstance(transport, WebRtcTransport) else None
         super().__init__(
             host,
             direction,
@@ -42,8 +51,11 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
             call=request.call,
             application_id=request.application.id,
             metadata=request.metadata,
+            profile="rtvbp.v1" if webrtc is None else WEBRTC_PROFILE,
         )
         self.rtvbp = rtvbp
+        self.webrtc = webrtc
+        """The WebRTC transport the session runs over, or None (audio on the WebSocket)."""
         self.remote = remote
         self.frames_trimmed = 0
         """Frames dropped to keep the inbound queue short (jitter that did not come back)."""
@@ -74,6 +86,12 @@ class InboundRtvbpEndpoint(RtvbpEndpoint):
             incoming.popleft()
             self.frames_dropped += 1
         incoming.append(frame)
+
+    def clear_outgoing(self) -> int:
+        dropped = super().clear_outgoing()
+        if self.webrtc is not None:
+            dropped += self.webrtc.clear_outbound() * FRAME_BYTES
+        return dropped
 
     def _read_frame(self) -> bytes | None:
         incoming = self._incoming

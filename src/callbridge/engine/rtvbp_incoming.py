@@ -7,7 +7,8 @@ is *parked* in a new orphaned session that a controller claims with `session.att
 server announces it as `call.incoming`). The codec follows the session: the offered L16 rate
 its endpoints already use, so nothing is resampled (a new session: the first offered L16).
 A parked call nobody claims within `rtvbp_park_timeout_s` is hung up ("not claimed") and its
-session destroyed; a parked call that ends takes its session with it.
+session destroyed; a parked call that ends takes its session with it. Over ``rtvbp.webrtc.v1``
+(the server has answered the offer already) the codec is L16/8000, what PCMU carries.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.answering import AnsweringRunner, AnswerState
 from callbridge.rtvbp.audio_channel import AudioSink
 from callbridge.rtvbp.catalog import Role
-from callbridge.rtvbp.codecs import CodecChooser, first_l16, prefer_sample_rate
+from callbridge.rtvbp.codecs import CodecChooser, first_l16, narrowband_only, prefer_sample_rate
 from callbridge.rtvbp.errors import INTERNAL, RemoteError, RtvbpError
 from callbridge.rtvbp.session import CloseInfo, RtvbpSession
 from callbridge.rtvbp.transport_base import CLOSE_GOING_AWAY, Transport
+from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 
 __all__ = ["CallHost", "CallListener", "IncomingCall"]
 
@@ -82,6 +84,7 @@ class IncomingCall:
         self._parked = False
         self._leg: InboundRtvbpEndpoint | None = None
         self._slot: EndpointSlot | None = None
+        self.transport = transport
         self.rtvbp = RtvbpSession(
             Role.APPLICATION,
             bf.CATALOG,
@@ -101,13 +104,17 @@ class IncomingCall:
             info = await self._runner.serve()
         finally:
             overdue.cancel()
-            self._finish(info is not None and info.orderly, None if info is None else info.code)
+            self._finish(info)
 
-    def _finish(self, orderly: bool, code: int | None) -> None:
+    def _finish(self, info: CloseInfo | None) -> None:
         endpoint = self.endpoint
         if endpoint is None:
             return
-        lost = ("failed", f"connection lost ({code})" if code else "connection lost")
+        orderly = info is not None and info.orderly
+        detail = "connection lost"
+        if info is not None and info.code:  # the reason says why WebRTC media failed, say
+            detail += f" ({info.code}: {info.reason})" if info.reason else f" ({info.code})"
+        lost = ("failed", detail)
         endpoint.finish(*(endpoint.end or (("closed", None) if orderly else lost)))
         session = self._target
         if session is not None and session.parked and session.alive:
@@ -123,13 +130,16 @@ class IncomingCall:
     # -- answering hooks ----------------------------------------------------------------------
 
     def choose_codec(self, offer: bf.SessionInitializeRequest) -> CodecChooser:
-        """The L16 rate the named session already uses (nothing resampled), else the first."""
+        """The L16 rate the named session already uses (nothing resampled), else the first;
+        over WebRTC the L16/8000 offer."""
         target = None
         if self.session_id is not None:
             target = self.host.get(self.session_id)
             if target is None or not target.alive:
                 raise RemoteError(INTERNAL, f"media session {self.session_id} no longer exists")
         self._target = target
+        if isinstance(self.transport, WebRtcTransport):
+            return narrowband_only(first_l16)
         rate = None if target is None else preferred_rate(target)
         return first_l16 if rate is None else prefer_sample_rate(rate)
 
@@ -147,7 +157,12 @@ class IncomingCall:
             raise RemoteError(INTERNAL, error.message) from None
         self._target, self._parked = target, parked
         endpoint = InboundRtvbpEndpoint(
-            target, "sendrecv", rtvbp=self.rtvbp, request=offer, remote=self.remote
+            target,
+            "sendrecv",
+            rtvbp=self.rtvbp,
+            request=offer,
+            remote=self.remote,
+            transport=self.transport,
         )
         self._leg = endpoint
         return endpoint.receive_frame

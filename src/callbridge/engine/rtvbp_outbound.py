@@ -7,7 +7,9 @@ becomes `connected` (`endpoint.state_changed`). The application's audio waits in
 answered by the `VoiceCall`: ``audio.buffer.clear`` clears that buffer, ``session.get/set`` use
 the media session's variables, ``recording.start/stop`` record the session (`LegRecorder`). A
 failure to dial ends in `endpoint.rtvbp.ended {reason: "failed", detail}` and the endpoint is
-removed.
+removed. With the ``rtvbp.webrtc.v1`` profile the `VoiceCall` offers WebRTC audio after the
+upgrade and the leg is `connected` once the media is keyed; media that never connects is such a
+failure too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from yarl import URL
 
 from callbridge.engine.endpoint import EndpointHost
 from callbridge.engine.recording_rtvbp import LegRecorder
-from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint
+from callbridge.engine.rtvbp_endpoint import RtvbpEndpoint, webrtc_options
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.catalog import Role
 from callbridge.rtvbp.errors import RemoteError, RtvbpError, SessionClosedError
@@ -66,6 +68,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
         codecs: Sequence[bf.AudioCodec],
         bearer_token: str | None,
         headers: Mapping[str, str] | None,
+        profile: str,
     ) -> None:
         super().__init__(
             host,
@@ -74,6 +77,7 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
             call=call,
             application_id=application_id,
             metadata=metadata,
+            profile=profile,
         )
         self.url = url
         self.offered = tuple(codecs)
@@ -107,6 +111,8 @@ class OutboundRtvbpEndpoint(RtvbpEndpoint):
                 variables=self.host.variables,
                 event_hook=self.received_event,
                 recorder=LegRecorder(self.host, self.id),
+                profiles=(self.profile,),
+                webrtc=webrtc_options(config, config.rtvbp_request_timeout_s),
             )
         except asyncio.CancelledError:
             raise

@@ -39,7 +39,7 @@ from callbridge.rtvbp.picows_listener import Upgrade, UpgradeRequest, check_requ
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.session import RtvbpSession
 from callbridge.rtvbp.transport_base import Transport
-from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcError, WebRtcOptions, answer_offer
+from callbridge.rtvbp.webrtc import WebRtcOptions, answer_profile
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from callbridge.rtvbp.websocket import accept
 
@@ -365,12 +365,9 @@ class Application:
         if profile_token == DEMO_PROFILE:
             await serve_demo(transport, request_timeout_s=self.request_timeout_s)
             return
-        if profile_token == WEBRTC_PROFILE:
-            try:
-                transport = await answer_offer(transport, self.webrtc)
-            except WebRtcError:
-                return  # refused and closed; the reason is logged
-        await self.run(transport, auth=auth, remote=remote)
+        answered = await answer_profile(transport, profile_token, self.webrtc)
+        if answered is not None:
+            await self.run(answered, auth=auth, remote=remote)
 
     async def run(
         self, transport: Transport, *, auth: AuthContext | None = None, remote: str | None = None

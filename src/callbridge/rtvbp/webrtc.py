@@ -53,6 +53,7 @@ __all__ = [
     "WebRtcError",
     "WebRtcOptions",
     "answer_offer",
+    "answer_profile",
     "send_offer",
 ]
 
@@ -123,6 +124,20 @@ async def answer_offer(control: Transport, options: WebRtcOptions) -> WebRtcTran
         await _refuse(control, request, error)
         raise
     return WebRtcTransport.attach(control, media)
+
+
+async def answer_profile(
+    control: Transport, profile_token: str | None, options: WebRtcOptions
+) -> Transport | None:
+    """What an answerer's call runs over once `profile_token` was negotiated: `control` itself,
+    or for ``rtvbp.webrtc.v1`` the transport of the answered offer; None when the offer was
+    refused (the peer was told, the WebSocket is closed, the reason is logged)."""
+    if profile_token != WEBRTC_PROFILE:
+        return control
+    try:
+        return await answer_offer(control, options)
+    except WebRtcError:
+        return None
 
 
 async def _open_media(options: WebRtcOptions) -> WebRtcMedia:

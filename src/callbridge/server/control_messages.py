@@ -253,6 +253,8 @@ class CreateRtvbpParams(msgspec.Struct):
     metadata: dict[str, Any] | None = None
     codecs: list[str | int] | None = None
     """Offers in order: "L16/16000/1", "L16/16000" or a rate (16000); default by session."""
+    profile: str = "rtvbp.v1"
+    """The RTVBP profile to dial with: "rtvbp.v1", or "rtvbp.webrtc.v1" (audio over WebRTC)."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("ws://", "wss://")):

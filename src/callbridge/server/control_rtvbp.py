@@ -51,6 +51,7 @@ async def create_rtvbp(context: ControlContext, raw: msgspec.Raw) -> object:
         application_id=params.application_id,
         metadata=params.metadata,
         codecs=params.codecs,
+        profile=params.profile,
     )
     return wire.EndpointCreated(endpoint_id)
 

@@ -8,8 +8,10 @@
 Before the upgrade: 400 for a malformed session id, 404 for an unknown or ended session, 503
 while shutting down or at `max_sessions`. Then exactly what the SDK path does: the Origin
 check, the configured authentication (401), subprotocol negotiation (400). The call itself is
-the engine's (`SessionManager.serve_rtvbp_call`). A peer that negotiates ``rtvbp.demo.v1``
-places no call: it gets the demo profile's echo service and nothing joins or parks a session.
+the engine's (`SessionManager.serve_rtvbp_call`); a peer that offered ``rtvbp.webrtc.v1`` alone
+sends its WebRTC offer first and the leg's audio goes over WebRTC. A peer that negotiates
+``rtvbp.demo.v1`` places no call: it gets the demo profile's echo service and nothing joins or
+parks a session.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,7 +32,6 @@ from callbridge.rtvbp.auth import (
 from callbridge.rtvbp.demo_profile import DEMO_PROFILE, serve_demo
 from callbridge.rtvbp.profiles import SERVED_PROFILES
 from callbridge.rtvbp.transport_base import Transport
-from callbridge.rtvbp.webrtc import WEBRTC_PROFILE
 from callbridge.rtvbp.websocket import accept
 from callbridge.server.config import RtvbpSettings, Settings
 from callbridge.server.http_api import install_fallback, json_response
@@ -49,10 +50,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CallAnnouncer = Callable[[dict[str, Any]], None]
-
-
-_PROFILES: Final = tuple(token for token in SERVED_PROFILES if token != WEBRTC_PROFILE)
-"""Media-session legs carry their audio on the WebSocket (WebRTC legs: not yet)."""
 
 
 def rtvbp_authenticator(settings: RtvbpSettings) -> Authenticator | None:
@@ -112,7 +109,11 @@ class RtvbpIngress:
             await serve_demo(transport, request_timeout_s=self.settings.request_timeout_secs)
             return
         await self.manager.serve_rtvbp_call(
-            transport, session_id=session_id, remote=remote, on_parked=self.announce
+            transport,
+            session_id=session_id,
+            remote=remote,
+            on_parked=self.announce,
+            profile_token=profile_token,
         )
 
     async def park(self, request: web.Request) -> web.StreamResponse:
@@ -133,7 +134,7 @@ class RtvbpIngress:
         settings = self.settings
         accepted = await accept(
             request,
-            supported_profiles=_PROFILES,
+            supported_profiles=SERVED_PROFILES,
             authenticator=self.authenticator,
             origins=self.origins,
             heartbeat_s=settings.heartbeat_secs or None,
