@@ -1,4 +1,5 @@
-"""The call simulator in process: WAV in, echo application, WAV out, report."""
+"""The call simulator in process: WAV in, echo application, WAV out, report; over the WebSocket
+and over WebRTC."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from aiohttp import web
 
 from callbridge.apps.echo import app as echo_app
-from callbridge.apps.simulator import CallOptions, run_call
-from tests.conftest import serve_application
+from callbridge.apps.simulator import CallOptions, CallTransport, run_call
+from callbridge.rtvbp.application import Application, Call
+from callbridge.rtvbp.websocket import accept
+from tests.conftest import serve_app, serve_application
 
 
 def write_tone_wav(path: Path, frequency_hz: float, seconds: float, rate: int) -> None:
@@ -23,10 +27,14 @@ def write_tone_wav(path: Path, frequency_hz: float, seconds: float, rate: int) -
         out.writeframes(samples.tobytes())
 
 
-def dominant_frequency(path: Path) -> tuple[float, float]:
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
     with wave.open(str(path), "rb") as recording:
         rate = recording.getframerate()
-        samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
+        return np.frombuffer(recording.readframes(recording.getnframes()), "<i2"), rate
+
+
+def dominant_frequency(path: Path) -> tuple[float, float]:
+    samples, rate = read_wav(path)
     spectrum = np.abs(np.fft.rfft(samples.astype(float)))
     return float(np.argmax(spectrum) * rate / len(samples)), len(samples) / rate
 
@@ -59,3 +67,107 @@ async def test_missing_wav_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert not report.ok
     assert report.error is not None and "absent.wav" in report.error
+
+
+async def test_webrtc_tone_echoed_and_saved(tmp_path: Path) -> None:
+    heard = tmp_path / "heard.wav"
+    async with serve_application(echo_app) as url:
+        report = await run_call(
+            CallOptions(
+                url=url,
+                transport=CallTransport.WEBRTC,
+                media_address="127.0.0.1",
+                tone_hz=700,
+                save=heard,
+                hangup_after_s=1.5,
+                progress=False,
+            )
+        )
+    assert report.ok, report.summary()
+    assert report.codec == "L16/8000/1"  # the SDK boundary; PCMU on the wire
+    assert "transport    webrtc (PCMU/8000 over DTLS-SRTP)" in report.summary()
+    assert "ended        hangup (hangup)" in report.summary()
+    assert report.rtts_ms
+    frequency, seconds = dominant_frequency(heard)
+    assert abs(frequency - 700) < 15
+    assert 1.4 <= seconds <= 1.6
+    samples, rate = read_wav(heard)
+    frame = rate // 50
+    frames = samples[: len(samples) // frame * frame].reshape(-1, frame).astype(float)
+    loud = np.sqrt((frames**2).mean(axis=1)) > 2000  # the tone is ~5600 RMS; PCMU is lossy
+    assert loud.mean() > 0.8, f"only {loud.mean():.0%} of the saved call is audio"
+
+
+class KeyRecorder:
+    """Echoes the caller and records their keys; hangs up on '#'."""
+
+    def __init__(self) -> None:
+        self.digits: list[str] = []
+
+    async def __call__(self, call: Call) -> None:
+        async def keys() -> None:
+            async for key in call.dtmf():
+                self.digits.append(key.digit)
+                if key.digit == "#":
+                    await call.hangup("caller pressed #")
+
+        call.spawn(keys())
+        async for frame in call.audio():
+            await call.send_audio(frame)
+
+
+async def test_webrtc_dtmf_reaches_the_application() -> None:
+    recorder = KeyRecorder()
+    async with serve_application(Application(recorder)) as url:
+        report = await run_call(
+            CallOptions(
+                url=url,
+                transport=CallTransport.WEBRTC,
+                dtmf="12#",
+                dtmf_delay_s=0.3,
+                dtmf_gap_ms=100,
+                progress=False,
+            )
+        )
+    assert report.ok, report.summary()
+    assert recorder.digits == ["1", "2", "#"]
+    assert "dtmf sent    12#" in report.summary()
+    assert "ended        application-hangup (caller pressed #)" in report.summary()
+    assert report.frames_played - report.frames_silent > 0
+
+
+async def test_webrtc_to_an_application_without_it_says_what_to_do() -> None:
+    """An application that serves only rtvbp.v1 refuses the upgrade (400), as our stack does."""
+
+    async def rtvbp_v1_only(request: web.Request) -> web.StreamResponse:
+        accepted = await accept(request, supported_profiles=("rtvbp.v1",))
+        await echo_app.run(accepted.transport)
+        return accepted.response
+
+    app = web.Application()
+    app.router.add_get("/rtvbp", rtvbp_v1_only)
+    async with serve_app(app) as address:
+        url = f"ws://{address}/rtvbp"
+        refused = await run_call(
+            CallOptions(url=url, transport=CallTransport.WEBRTC, progress=False)
+        )
+        over_websocket = await run_call(CallOptions(url=url, hangup_after_s=0.3, progress=False))
+    assert not refused.ok
+    assert refused.error is not None
+    assert "HTTP 400" in refused.error and "try --transport websocket" in refused.error
+    assert "transport    webrtc" in refused.summary()
+    assert over_websocket.ok, over_websocket.summary()
+    assert "transport    websocket" in over_websocket.summary()
+
+
+async def test_webrtc_refuses_what_it_cannot_carry() -> None:
+    for options, message in [
+        (CallOptions(url="ws://127.0.0.1:1/", sample_rate=16000), "8 kHz"),
+        (CallOptions(url="ws://127.0.0.1:1/", headerless=True), "Sec-WebSocket-Protocol"),
+        (CallOptions(url="ws://127.0.0.1:1/", media_address="nowhere"), "not an IP address"),
+    ]:
+        options.transport = CallTransport.WEBRTC
+        report = await run_call(options)
+        assert not report.ok and report.error is not None and message in report.error
+    report = await run_call(CallOptions(url="ws://127.0.0.1:1/", media_address="127.0.0.1"))
+    assert report.error is not None and "only applies to --transport webrtc" in report.error

@@ -5,20 +5,27 @@ a WAV file or silence), plays the application's audio out of a playout buffer at
 (optionally into a WAV file), presses DTMF keys, pings for round-trip time, and hangs up after a
 while. A live progress line shows what is happening; a summary follows. The exit status is 0 when
 the call ended in an orderly way, 1 on any protocol failure.
+
+Audio goes in binary WebSocket frames (``rtvbp.v1``), or over WebRTC (``rtvbp.webrtc.v1``:
+control stays on the WebSocket, audio is PCMU/8000 over DTLS-SRTP, L16/8000 on our side).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import statistics
 import sys
 import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
+
+import msgspec
 
 from callbridge.media.audiofile import AudioFileReader
 from callbridge.media.errors import MediaError
@@ -26,8 +33,26 @@ from callbridge.media.tones import ToneGenerator
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.errors import RtvbpError
 from callbridge.rtvbp.voice import EndReason, VoiceCall, new_call_info
+from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcOptions
+from callbridge.rtvbp.websocket import ConnectError
 
 FRAME_SECONDS = 0.020
+WEBRTC_SAMPLE_RATE = 8000
+
+
+class CallTransport(StrEnum):
+    """How the call's audio travels; control is always on the WebSocket."""
+
+    WEBSOCKET = "websocket"
+    """Binary WebSocket frames, profile rtvbp.v1 (or the headerless legacy handshake)."""
+    WEBRTC = "webrtc"
+    """WebRTC (PCMU/8000 over DTLS-SRTP), profile rtvbp.webrtc.v1 offered alone."""
+
+
+_TRANSPORT_SUMMARY = {
+    CallTransport.WEBSOCKET: "websocket",
+    CallTransport.WEBRTC: "webrtc (PCMU/8000 over DTLS-SRTP)",
+}
 
 
 @dataclass
@@ -46,6 +71,9 @@ class CallOptions:
     bearer_token: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     headerless: bool = False
+    transport: CallTransport = CallTransport.WEBSOCKET
+    media_address: str | None = None
+    """Our WebRTC host candidate (None: 127.0.0.1); only with the webrtc transport."""
     from_number: str = "+4910002000"
     to_number: str = "+4910003000"
     application_id: str = "callbridge-simulator"
@@ -59,6 +87,7 @@ class CallOptions:
 class CallReport:
     """What happened on the call: the figures of the final summary."""
 
+    transport: CallTransport = CallTransport.WEBSOCKET
     codec: str = "-"
     seconds: float = 0.0
     frames_sent: int = 0
@@ -88,6 +117,7 @@ class CallReport:
         )
         lines = [
             f"codec        {self.codec}",
+            f"transport    {_TRANSPORT_SUMMARY[self.transport]}",
             f"duration     {self.seconds:.1f} s",
             f"sent         {self.frames_sent} frames",
             f"received     {self.frames_played - self.frames_silent} frames of audio"
@@ -100,6 +130,31 @@ class CallReport:
         if self.error:
             lines.append(f"error        {self.error}")
         return "\n".join(lines)
+
+
+def check_options(options: CallOptions) -> None:
+    """Refuse what the transport cannot carry, before dialling; the ValueError says why."""
+    if options.transport != CallTransport.WEBRTC:
+        if options.media_address is not None:
+            raise ValueError("--media-address only applies to --transport webrtc")
+        return
+    if options.sample_rate != WEBRTC_SAMPLE_RATE:
+        raise ValueError(
+            f"WebRTC audio is 8 kHz (PCMU/8000): --transport webrtc needs --rate 8000,"
+            f" not {options.sample_rate}"
+        )
+    if options.headerless:
+        raise ValueError(
+            "--headerless cannot be used with --transport webrtc: the rtvbp.webrtc.v1 profile"
+            " is chosen by Sec-WebSocket-Protocol"
+        )
+    if options.media_address is not None:
+        try:
+            ipaddress.ip_address(options.media_address)
+        except ValueError:
+            raise ValueError(
+                f"--media-address {options.media_address!r} is not an IP address"
+            ) from None
 
 
 def input_frames(options: CallOptions) -> Iterator[bytes]:
@@ -131,8 +186,9 @@ def _frames_then_silence(
 
 async def run_call(options: CallOptions, output: TextIO = sys.stderr) -> CallReport:
     """Place one simulated call and return its report (never raises for call failures)."""
-    report = CallReport()
+    report = CallReport(transport=options.transport)
     try:
+        check_options(options)
         frames = input_frames(options)
         call = await VoiceCall.dial(
             options.url,
@@ -142,11 +198,12 @@ async def run_call(options: CallOptions, output: TextIO = sys.stderr) -> CallRep
             codecs=[bf.AudioCodec.l16(options.sample_rate)],
             bearer_token=options.bearer_token,
             headers=options.headers or None,
-            profiles=None if options.headerless else ("rtvbp.v1",),
+            profiles=_profiles(options),
             connect_timeout_s=options.connect_timeout_s,
+            webrtc=_webrtc_options(options),
         )
-    except (RtvbpError, OSError, MediaError) as error:
-        report.error = f"{type(error).__name__}: {error}"
+    except (RtvbpError, OSError, MediaError, ValueError) as error:
+        report.error = _dial_failure(error, options)
         return report
     report.codec = call.codec.id if call.codec else "-"
     recording = _open_wav(options.save, options.sample_rate) if options.save else None
@@ -176,6 +233,33 @@ async def run_call(options: CallOptions, output: TextIO = sys.stderr) -> CallRep
         if options.progress:
             output.write("\n")
     return report
+
+
+def _profiles(options: CallOptions) -> tuple[str, ...] | None:
+    if options.transport == CallTransport.WEBRTC:
+        return (WEBRTC_PROFILE,)  # alone: an application offered both picks rtvbp.v1
+    return None if options.headerless else ("rtvbp.v1",)
+
+
+def _webrtc_options(options: CallOptions) -> WebRtcOptions | None:
+    if options.transport != CallTransport.WEBRTC:
+        return None
+    webrtc = WebRtcOptions(connect_timeout_s=options.connect_timeout_s)
+    if options.media_address is None:
+        return webrtc
+    return msgspec.structs.replace(webrtc, media_address=options.media_address)
+
+
+def _dial_failure(error: Exception, options: CallOptions) -> str:
+    """The error line; a 400 to a WebRTC offer says what to do about it."""
+    text = f"{type(error).__name__}: {error}"
+    if (
+        options.transport == CallTransport.WEBRTC
+        and isinstance(error, ConnectError)
+        and error.status == 400
+    ):
+        text += f"; the application does not serve {WEBRTC_PROFILE}: try --transport websocket"
+    return text
 
 
 async def _stream(

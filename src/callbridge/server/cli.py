@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from callbridge.apps.simulator import CallOptions, run_call
+from callbridge.apps.simulator import CallOptions, CallTransport, check_options, run_call
 from callbridge.rtvbp.application import Application
 from callbridge.rtvbp.auth import generate_test_keypair, sign_test_token
 from callbridge.server.app import serve
@@ -207,7 +207,10 @@ def call_command(
         str, typer.Argument(help="RTVBP application URL, e.g. ws://127.0.0.1:9100/rtvbp")
     ],
     rate: Annotated[
-        int, typer.Option(help="L16 sample rate to offer (8000, 16000, 24000, 48000).")
+        int,
+        typer.Option(
+            help="L16 sample rate to offer (8000, 16000, 24000, 48000; webrtc: 8000 only)."
+        ),
     ] = 8000,
     tone: Annotated[
         float, typer.Option(help="Caller audio: a sine at this frequency (Hz); 0 for silence.")
@@ -254,8 +257,26 @@ def call_command(
     ] = None,
     headerless: Annotated[
         bool,
-        typer.Option(help="Legacy handshake without Sec-WebSocket-Protocol (rtvbp-go <= v0.40)."),
+        typer.Option(
+            help="Legacy handshake without Sec-WebSocket-Protocol (rtvbp-go <= v0.40);"
+            " websocket transport only."
+        ),
     ] = False,
+    transport: Annotated[
+        CallTransport,
+        typer.Option(
+            help="websocket: L16 audio in binary WebSocket frames (profile rtvbp.v1)."
+            " webrtc: control stays on the WebSocket, audio goes over WebRTC (DTLS-SRTP,"
+            " PCMU 8 kHz); offers only the rtvbp.webrtc.v1 profile, so an application that"
+            " does not serve it refuses the upgrade (HTTP 400).",
+        ),
+    ] = CallTransport.WEBSOCKET,
+    media_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Our WebRTC host candidate (default 127.0.0.1); only with --transport webrtc."
+        ),
+    ] = None,
     from_number: Annotated[str, typer.Option("--from", help="Caller number.")] = "+4910002000",
     to_number: Annotated[str, typer.Option("--to", help="Called number.")] = "+4910003000",
     app_id: Annotated[
@@ -279,28 +300,31 @@ def call_command(
             raise ValueError("--metadata must be a JSON object")
         if jwt_key is not None:
             token = sign_test_token(jwt_key.read_bytes(), account=account)
+        options = CallOptions(
+            url=url,
+            sample_rate=rate,
+            tone_hz=tone or None,
+            wav=wav,
+            save=save,
+            dtmf=dtmf,
+            dtmf_delay_s=dtmf_delay,
+            dtmf_gap_ms=dtmf_gap,
+            hangup_after_s=hangup_after,
+            bearer_token=token,
+            headers=headers,
+            headerless=headerless,
+            transport=transport,
+            media_address=media_address,
+            from_number=from_number,
+            to_number=to_number,
+            application_id=app_id,
+            metadata=call_metadata,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+        check_options(options)
     except (ValueError, OSError) as error:
         typer.echo(f"callbridge: {error}", err=True)
         raise typer.Exit(2) from None
-    options = CallOptions(
-        url=url,
-        sample_rate=rate,
-        tone_hz=tone or None,
-        wav=wav,
-        save=save,
-        dtmf=dtmf,
-        dtmf_delay_s=dtmf_delay,
-        dtmf_gap_ms=dtmf_gap,
-        hangup_after_s=hangup_after,
-        bearer_token=token,
-        headers=headers,
-        headerless=headerless,
-        from_number=from_number,
-        to_number=to_number,
-        application_id=app_id,
-        metadata=call_metadata,
-        progress=not quiet and sys.stderr.isatty(),
-    )
     _configure_logging("warning")
     _install_uvloop()
     report = asyncio.run(_run_until_interrupted(options))
