@@ -10,10 +10,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,9 +56,13 @@ def running_server(*arguments: str, env: dict[str, str] | None = None) -> Iterat
         assert "stopped" in output
 
 
+def call_command(port: int, *arguments: str) -> list[str]:
+    return [*CALLBRIDGE, "call", f"ws://127.0.0.1:{port}/rtvbp", "--quiet", *arguments]
+
+
 def call(port: int, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CALLBRIDGE, "call", f"ws://127.0.0.1:{port}/rtvbp", "--quiet", *arguments],
+        call_command(port, *arguments),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -73,6 +79,75 @@ def test_demo_server_and_simulator_end_to_end(tmp_path: Path) -> None:
     assert "dtmf sent    3#" in result.stdout
     assert "application-hangup (caller pressed #)" in result.stdout
     assert saved.stat().st_size > 44
+
+
+def test_demo_over_webrtc_end_to_end(tmp_path: Path) -> None:
+    """Control on the WebSocket, audio over WebRTC (PCMU/8000 over DTLS-SRTP) on loopback."""
+    saved = tmp_path / "heard.wav"
+    with running_server() as port:
+        result = call(
+            port,
+            "--transport",
+            "webrtc",
+            "--media-address",
+            "127.0.0.1",
+            "--dtmf",
+            "3#",
+            "--dtmf-delay",
+            "0.5",
+            "--save",
+            str(saved),
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "codec        L16/8000/1" in result.stdout
+    assert "transport    webrtc (PCMU/8000 over DTLS-SRTP)" in result.stdout
+    assert "dtmf sent    3#" in result.stdout
+    assert "application-hangup (caller pressed #)" in result.stdout
+    with wave.open(str(saved), "rb") as heard:
+        samples = np.frombuffer(heard.readframes(heard.getnframes()), "<i2").astype(float)
+    spectrum = np.abs(np.fft.rfft(samples))
+    frequency = np.argmax(spectrum) * 8000 / len(samples)
+    assert abs(frequency - 440) < 15  # the greeting's first beep and the echoed 440 Hz tone
+
+
+def test_ctrl_c_hangs_up_a_webrtc_call(tmp_path: Path) -> None:
+    saved = tmp_path / "heard.wav"
+    with running_server() as port:
+        caller = subprocess.Popen(
+            call_command(port, "--transport", "webrtc", "--save", str(saved)),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (saved.exists() and saved.stat().st_size > 16000):  # about 1 s heard
+                assert caller.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            caller.send_signal(signal.SIGINT)
+            output, errors = caller.communicate(timeout=20)
+        finally:
+            caller.kill()
+    assert caller.returncode == 0, output + errors
+    assert "transport    webrtc" in output
+    assert "ended        hangup (hangup)" in output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--transport", "webrtc", "--rate", "16000"], "WebRTC audio is 8 kHz"),
+        (["--transport", "webrtc", "--headerless"], "chosen by Sec-WebSocket-Protocol"),
+        (["--transport", "bogus"], "'--transport'"),
+        (["--media-address", "127.0.0.1"], "only applies to --transport webrtc"),
+        (["--transport", "webrtc", "--media-address", "nowhere"], "not an IP address"),
+    ],
+)
+def test_call_refuses_what_webrtc_cannot_carry(arguments: list[str], message: str) -> None:
+    result = call(free_port(), *arguments)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
 
 
 def test_example_agent_runs(tmp_path: Path) -> None:
