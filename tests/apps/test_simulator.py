@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import web
 
 from callbridge.apps.echo import app as echo_app
-from callbridge.apps.simulator import CallOptions, CallTransport, run_call
+from callbridge.apps.simulator import CallOptions, CallReport, CallTransport, run_call
 from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.websocket import accept
 from tests.conftest import serve_app, serve_application
@@ -69,20 +70,23 @@ async def test_missing_wav_is_a_clear_error(tmp_path: Path) -> None:
     assert report.error is not None and "absent.wav" in report.error
 
 
-async def test_webrtc_tone_echoed_and_saved(tmp_path: Path) -> None:
-    heard = tmp_path / "heard.wav"
-    async with serve_application(echo_app) as url:
-        report = await run_call(
+async def call_over_webrtc(application: Application, **options: Any) -> CallReport:
+    """One simulated call over WebRTC (loopback media) to `application`, served in process."""
+    async with serve_application(application) as url:
+        return await run_call(
             CallOptions(
                 url=url,
                 transport=CallTransport.WEBRTC,
                 media_address="127.0.0.1",
-                tone_hz=700,
-                save=heard,
-                hangup_after_s=1.5,
                 progress=False,
+                **options,
             )
         )
+
+
+async def test_webrtc_tone_echoed_and_saved(tmp_path: Path) -> None:
+    heard = tmp_path / "heard.wav"
+    report = await call_over_webrtc(echo_app, tone_hz=700, save=heard, hangup_after_s=1.5)
     assert report.ok, report.summary()
     assert report.codec == "L16/8000/1"  # the SDK boundary; PCMU on the wire
     assert "transport    webrtc (PCMU/8000 over DTLS-SRTP)" in report.summary()
@@ -118,17 +122,9 @@ class KeyRecorder:
 
 async def test_webrtc_dtmf_reaches_the_application() -> None:
     recorder = KeyRecorder()
-    async with serve_application(Application(recorder)) as url:
-        report = await run_call(
-            CallOptions(
-                url=url,
-                transport=CallTransport.WEBRTC,
-                dtmf="12#",
-                dtmf_delay_s=0.3,
-                dtmf_gap_ms=100,
-                progress=False,
-            )
-        )
+    report = await call_over_webrtc(
+        Application(recorder), dtmf="12#", dtmf_delay_s=0.3, dtmf_gap_ms=100
+    )
     assert report.ok, report.summary()
     assert recorder.digits == ["1", "2", "#"]
     assert "dtmf sent    12#" in report.summary()
