@@ -288,7 +288,8 @@ def call_command(
     """Call an RTVBP application as a voice peer would: test your agent without a phone.
 
     Exits 0 when the call ended in an orderly way, 1 on any failure (unreachable, 401,
-    refused initialize, codec not offered, abnormal close).
+    refused initialize, codec not offered, abnormal close; a 400 to --transport webrtc), 2 for
+    options that do not go together (--transport webrtc takes only --rate 8000, no --headerless).
     """
     if token and jwt_key:
         typer.echo("callbridge: use either --token or --jwt-key, not both", err=True)
