@@ -17,6 +17,7 @@ import pytest
 from callbridge.rtvbp import babelforce_v1 as bf
 from callbridge.rtvbp.voice import EndReason
 from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcOptions
+from callbridge.rtvbp.webrtc_media import PEER_CLOSE_GRACE_S
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from tests.conftest import wait_until
 from tests.engine.rtvbp_support import Caller, rms
@@ -205,6 +206,31 @@ async def test_the_application_vanishing_ends_the_call(
         assert voice.session._dispatcher is not None and voice.session._dispatcher.done()
         await voice.close()
         await voice.hangup()  # after the end: nothing to do, no error
+    finally:
+        await caller.stop()
+    assert loop_errors == []
+
+
+async def test_the_application_closing_only_its_media_ends_the_call(
+    application: tuple[AiortcApplication, str], loop_errors: list[dict[str, Any]]
+) -> None:
+    """aiortc closes its peer connection (DTLS close_notify) and the WebSocket stays open: the
+    media is gone for good, so after a grace period the call fails instead of living on with
+    no audio."""
+    app, url = application
+    caller = await dial(url)
+    voice = caller.voice
+    try:
+        await talking(app, caller)
+        await audio_of(app).close()
+        transport = media_of(caller)
+        await wait_until(lambda: transport.media.peer_closed, timeout=5)
+        grace = PEER_CLOSE_GRACE_S + 5
+        assert await asyncio.wait_for(voice.wait_ended(), grace) == EndReason("failed", "1011")
+        await asyncio.wait_for(app.closed.wait(), 5)
+        assert app.close_info is not None and app.close_info.code == 1011
+        assert "closed the WebRTC media" in app.close_info.reason
+        await talker_stopped(caller)
     finally:
         await caller.stop()
     assert loop_errors == []
