@@ -146,18 +146,22 @@ class Phone:
 @asynccontextmanager
 async def raw_rtvbp_server(
     answer: Callable[[dict[str, Any]], dict[str, Any] | None],
+    *,
+    method: str = "session.initialize",
+    protocols: tuple[str, ...] = ("rtvbp.v1",),
 ) -> AsyncIterator[str]:
-    """A misbehaving RTVBP application: `answer(initialize request)` gives the response frame
-    to send (None: never answer). Yields its ws:// URL."""
+    """A misbehaving RTVBP application speaking one of `protocols`: `answer(request)` gives the
+    response frame to send to each `method` request (None: never answer); every other message
+    goes unanswered. Yields its ws:// URL."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(protocols=("rtvbp.v1",))
+        socket = web.WebSocketResponse(protocols=protocols)
         await socket.prepare(request)
         async for message in socket:
             if message.type is not WSMsgType.TEXT:
                 continue
             frame = msgspec.json.decode(message.data)
-            if frame.get("method") == "session.initialize":
+            if frame.get("method") == method:
                 reply = answer(frame)
                 if reply is not None:
                     await socket.send_str(msgspec.json.encode(reply).decode())
@@ -169,20 +173,25 @@ async def raw_rtvbp_server(
         yield f"ws://{address}/agent"
 
 
-def codec_answer(rate: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """An initialize answer that picks L16 at `rate`, offered or not."""
+def answer_with(result: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An answer that carries `result`, whatever the request asked."""
 
     def answer(frame: dict[str, Any]) -> dict[str, Any]:
-        codec = {
-            "id": f"L16/{rate}/1",
-            "name": "L16",
-            "sample_rate": rate,
-            "bit_depth": 16,
-            "channels": 1,
-        }
-        return {"version": "1", "response": frame["id"], "result": {"audio_codec": codec}}
+        return {"version": "1", "response": frame["id"], "result": result}
 
     return answer
+
+
+def codec_answer(rate: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An initialize answer that picks L16 at `rate`, offered or not."""
+    codec = {
+        "id": f"L16/{rate}/1",
+        "name": "L16",
+        "sample_rate": rate,
+        "bit_depth": 16,
+        "channels": 1,
+    }
+    return answer_with({"audio_codec": codec})
 
 
 def echo_application(**options: Any) -> Application:

@@ -17,6 +17,7 @@ from callbridge.rtvbp.envelope import Request, encode_frame
 from callbridge.rtvbp.voice import VoiceCall
 from callbridge.rtvbp.voice_recorder import WavCallRecorder
 from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcOptions
+from callbridge.rtvbp.webrtc_media import PEER_CLOSE_GRACE_S
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from tests.conftest import serve_application, wait_until
 from tests.engine.engine_peers import dominant_frequency, sine_pcm
@@ -120,6 +121,24 @@ async def test_the_voice_vanishing_ends_the_call_and_frees_the_media(
         reason = await asyncio.wait_for(agent.calls[0].wait_ended(), 10)
         assert reason is not None
         assert agent.transports[0].media.closed
+
+
+async def test_the_voice_closing_only_its_media_ends_the_call(
+    voice_factory: list[AiortcVoice],
+) -> None:
+    """aiortc's DTLS close_notify with the WebSocket left open: the call fails after a grace
+    period instead of living on with no audio."""
+    agent = Agent(seconds=0.2)
+    async with serve_application(Application(agent)) as url:
+        voice = await answered(url, voice_factory)
+        await wait_until(lambda: len(agent.heard) >= 10, timeout=10)
+        await voice.audio.close()
+        media = agent.transports[0].media
+        await wait_until(lambda: media.peer_closed, timeout=5)
+        reason = await asyncio.wait_for(agent.calls[0].wait_ended(), PEER_CLOSE_GRACE_S + 5)
+        assert reason == "connection lost (1011)" and media.closed
+        info = await asyncio.wait_for(voice.session.wait_closed(), 5)
+        assert info.code == 1011 and "closed the WebRTC media" in info.reason
 
 
 # -------------------------------------------------------------------------------- bad input

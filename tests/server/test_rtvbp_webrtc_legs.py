@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
-from aiohttp import WSMsgType, web
 
 from callbridge.engine.rtvbp_inbound import InboundRtvbpEndpoint
 from callbridge.rtvbp.application import Application, Call
 from callbridge.rtvbp.envelope import Request, encode_frame
 from callbridge.rtvbp.webrtc import WEBRTC_PROFILE
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
-from tests.conftest import serve_app, serve_application, wait_until
+from tests.conftest import serve_application, wait_until
 from tests.engine.engine_peers import sine_pcm
-from tests.engine.rtvbp_support import Caller, rms, strongest
+from tests.engine.rtvbp_support import Caller, answer_with, raw_rtvbp_server, rms, strongest
 from tests.rtvbp.webrtc_peers import OFFER, AiortcVoice
 from tests.server.test_rtvbp_media import leg, phone_in, settled
 
@@ -302,45 +300,24 @@ def dead_answer(port: int) -> str:
     )
 
 
-@asynccontextmanager
-async def answering_server(answer: Callable[[], str]) -> AsyncIterator[str]:
-    """An application that answers every WebRTC offer with `answer()` and does nothing else."""
-
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(protocols=WEBRTC)
-        await socket.prepare(request)
-        async for message in socket:
-            if message.type is not WSMsgType.TEXT:
-                continue
-            frame: dict[str, Any] = msgspec.json.decode(message.data)
-            if frame.get("method") == OFFER:
-                result = {"sdp": answer()}
-                reply = {"version": "1", "response": frame["id"], "result": result}
-                await socket.send_str(msgspec.json.encode(reply).decode())
-        return socket
-
-    app = web.Application()
-    app.router.add_get("/agent", handler)
-    async with serve_app(app) as address:
-        yield f"ws://{address}/agent"
-
-
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        (lambda: "garbage", "the answer is not valid SDP"),
-        (lambda: dead_answer(9), "did not connect in time"),
+        ("garbage", "the answer is not valid SDP"),
+        (dead_answer(9), "did not connect in time"),
     ],
     ids=["garbage-answer", "media-never-connects"],
 )
 async def test_outbound_webrtc_failures_end_the_leg(
-    start_server: StartServer, answer: Callable[[], str], expected: str
+    start_server: StartServer, answer: str, expected: str
 ) -> None:
     server = await start_server(rtvbp={"connect_timeout_secs": 1})
     controller = await server.connect()
     await controller.result("session.create")
     phone_id, phone = await phone_in(controller)
-    async with answering_server(answer) as url:
+    async with raw_rtvbp_server(
+        answer_with({"sdp": answer}), method=OFFER, protocols=WEBRTC
+    ) as url:
         created = await controller.result(
             "endpoint.create_rtvbp", {"url": url, "profile": WEBRTC_PROFILE}
         )

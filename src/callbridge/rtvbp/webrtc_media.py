@@ -35,6 +35,7 @@ __all__ = [
     "FRAME_BYTES",
     "MAX_QUEUED_FRAMES",
     "PAYLOAD_BYTES",
+    "PEER_CLOSE_GRACE_S",
     "WebRtcMedia",
 ]
 
@@ -46,6 +47,9 @@ PCMU_PAYLOAD_TYPE: Final = 0
 FRAME_SECONDS: Final = 0.020
 MAX_QUEUED_FRAMES: Final = 3000
 """Outgoing audio held for pacing (60 s); beyond it the oldest frames are dropped, counted."""
+PEER_CLOSE_GRACE_S: Final = 5.0
+"""After the peer's DTLS close_notify, how long it may keep the WebSocket open (the binding
+closes the media first, then the WebSocket) before the media counts as failed."""
 _HOUSEKEEPING_S: Final = 1.0
 _RTP_HEADER: Final = struct.Struct("!BBHII")
 
@@ -63,7 +67,8 @@ class WebRtcMedia(asyncio.DatagramProtocol):
 
     The owner sets `on_audio` and `on_failed`: `on_audio` gets each inbound 20 ms L16 frame
     (synchronously, on the event loop); `on_failed` is told once why the media stopped for good
-    (DTLS failure, a fingerprint that does not match, no connection in time, lapsed consent).
+    (DTLS failure, a fingerprint that does not match, no connection in time, lapsed consent, a
+    peer that closed DTLS but left the WebSocket open for `PEER_CLOSE_GRACE_S`).
     `secured` resolves when SRTP is keyed; frames handed over before that wait for it.
     Counters: `frames_dropped` (outgoing: queue full, media closed), `packets_dropped`
     (inbound: before the keys, failed SRTP, not PCMU, malformed),
@@ -96,6 +101,7 @@ class WebRtcMedia(asyncio.DatagramProtocol):
         self.failure: str | None = None
         self.closed = False
         self.peer_closed = False
+        self._peer_closed_at = 0.0
         self.frames_sent = self.frames_dropped = 0
         self.packets_received = self.packets_dropped = self.datagrams_ignored = 0
 
@@ -226,8 +232,9 @@ class WebRtcMedia(asyncio.DatagramProtocol):
             self._fail(str(error))
             return
         self._send_dtls(flights)
-        if dtls.closed_by_peer:
+        if dtls.closed_by_peer and not self.peer_closed:
             self.peer_closed = True
+            self._peer_closed_at = time.monotonic()
             self._queue.clear()
         if dtls.srtp is not None and self.srtp is None:
             self.srtp = dtls.srtp
@@ -358,7 +365,11 @@ class WebRtcMedia(asyncio.DatagramProtocol):
             if checks is not None
             else self.ice.consent_expired(now)
         )
-        if self.srtp is not None and lapsed and not self.peer_closed:
+        if self.peer_closed:
+            if now - self._peer_closed_at > PEER_CLOSE_GRACE_S:
+                self._fail("the peer closed the WebRTC media (DTLS) but not the WebSocket")
+                return
+        elif self.srtp is not None and lapsed:
             self._fail("WebRTC consent expired: the peer stopped answering ICE checks")
             return
         self._schedule_housekeeping()
