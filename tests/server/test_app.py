@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from callbridge.rtvbp.application import Application
-from callbridge.server.app import app_runner, exposure_warnings, serve
+from callbridge.server.app import app_runner, build_app, exposure_warnings, serve
 from callbridge.server.config import ConfigError, Settings, load_settings
 
 CONTROL_TOKEN = "control-token-0123456789abcdef"
@@ -247,3 +247,11 @@ async def test_errors_of_handlers_are_still_logged_with_their_traceback(
     assert status == 500
     (record,) = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_the_served_application_answers_webrtc_on_the_media_ip() -> None:
+    """rtvbp.webrtc.v1 calls to the SDK application get their media where RTP binds."""
+    application = Application(no_call)
+    build_app(Settings(media_ip="127.0.0.2", webrtc_consent_timeout_secs=12), application)
+    assert application.webrtc.media_address == "127.0.0.2"
+    assert application.webrtc.consent_timeout_s == 12

@@ -82,9 +82,10 @@ def test_demo_server_and_simulator_end_to_end(tmp_path: Path) -> None:
 
 
 def test_demo_over_webrtc_end_to_end(tmp_path: Path) -> None:
-    """Control on the WebSocket, audio over WebRTC (PCMU/8000 over DTLS-SRTP) on loopback."""
+    """Control on the WebSocket, audio over WebRTC (PCMU/8000 over DTLS-SRTP) on loopback; the
+    server's media address is its --media-ip, the caller's its --media-address."""
     saved = tmp_path / "heard.wav"
-    with running_server() as port:
+    with running_server("--media-ip", "127.0.0.2") as port:  # the application's media there
         result = call(
             port,
             "--transport",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -91,6 +92,11 @@ def build_app(settings: Settings, application: Application) -> web.Application:
     sessions on the media path, the media session server (control WebSocket and HTTP API)
     everywhere else. The media clock starts with the app."""
     configure_application(application, settings.rtvbp)
+    application.webrtc = msgspec.structs.replace(  # rtvbp.webrtc.v1 media where RTP binds
+        application.webrtc,
+        media_address=settings.media_ip,
+        consent_timeout_s=settings.webrtc_consent_timeout_secs,
+    )
     manager = SessionManager(settings.engine_config())
     app = web.Application()
     app[MANAGER] = manager
