@@ -9,7 +9,6 @@ type, the payload and marker as sent), including across what must leave the plan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,12 @@ from callbridge.engine.manager import SessionManager
 from callbridge.engine.session import MediaSession
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.telephone_event import build_telephone_event
-from tests.engine.engine_peers import EventLog, RtpPeer, engine_config
+from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, manager
 from tests.engine.test_session import leg
 
+__all__ = ["manager"]
+
 PACKETS = 200
-
-
-@pytest.fixture(params=["native", "python"])
-async def manager(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionManager]:
-    native = request.param == "native"
-    if native and not NATIVE_FORWARDING:
-        pytest.skip("the _forward extension is not built (or CALLBRIDGE_NATIVE=0)")
-    engine = SessionManager(engine_config(tmp_path, native_forwarding=native))
-    await engine.start()
-    yield engine
-    await engine.shutdown(0)
 
 
 def native(manager: SessionManager) -> bool:

@@ -13,10 +13,10 @@ the stream and the packet it returns (views of the datagram) to `on_packet` sync
 `send` is the stream's own `send`, whose sink is the socket's `sendto`. Given a
 `ForwardingPlane` (callbridge.engine.forwarding), the RTP socket is read by the plane instead:
 what it does not forward natively reaches `_receive_rtp` the same way, and the transport takes
-its rules back (`release_native`) before anything in Python reads or changes its state. Periodic work (RTCP,
-digit packets) runs from `tick(now)`, called by the engine's single 20 ms media clock with `now`
-on the same monotonic clock as the `now` given to `open`. Times are seconds unless the name says
-otherwise.
+its rules back (`release_native`) before anything in Python reads or changes its state.
+Periodic work (RTCP, digit packets) runs from `tick(now)`, called by the engine's single 20 ms
+media clock with `now` on the same monotonic clock as the `now` given to `open`. Times are
+seconds unless the name says otherwise.
 """
 
 from __future__ import annotations
@@ -194,7 +194,10 @@ class RtpTransport:
         transport = cls(
             pair, on_packet, on_rtcp_bye, now, learning_window_s, rtcp_interval_s, cname
         )
-        sockets = [(transport._receive_rtp, pair.rtp_socket), (transport._receive_rtcp, pair.rtcp_socket)]
+        sockets = [
+            (transport._receive_rtp, pair.rtp_socket),
+            (transport._receive_rtcp, pair.rtcp_socket),
+        ]
         if plane is not None:
             transport._take_native(plane)
             sockets = sockets[1:]
@@ -446,7 +449,7 @@ class RtpTransport:
         if taken is not None:
             *reception, packets, received_bytes, last_received = taken
             self.stream.import_receive_state(
-                tuple(reception),  # type: ignore[arg-type]
+                tuple(reception),
                 packets,
                 received_bytes,
                 last_received,
@@ -462,9 +465,11 @@ class RtpTransport:
         if self._sending_armed:
             return True
         state = self.stream.export_send_state()
-        if state is None or state[5] is None:
+        if state is None:
             return False
         destination, ssrc, sequence, packets, sent_bytes, last_timestamp = state
+        if last_timestamp is None:
+            return False
         armed = bool(
             plane.native.arm_sender(
                 self._descriptor,
