@@ -189,3 +189,24 @@ async def test_a_removed_destination_stops_forwarding_and_the_source_keeps_servi
     caller.close()
     callee.close()
     third.close()
+
+
+async def test_the_peer_moving_to_a_new_address_is_followed_both_ways(
+    manager: SessionManager,
+) -> None:
+    """A NAT rebinding inside the learning window: the new source is latched, and what the
+    other side sends goes to the new address from then on."""
+    _, _, caller, callee, _ = await pair(manager)
+    await asyncio.gather(stream(caller, 50), stream(callee, 50))
+    await callee.collect(50)
+    await caller.collect(50)
+    moved = await RtpPeer.open()
+    moved.ssrc, moved.sequence, moved.timestamp = caller.ssrc, caller.sequence, caller.timestamp
+    moved.target = caller.target
+    caller.close()
+    await stream(moved, 50, start=50)
+    check_rewritten(await callee.collect(50), 0, first_index=50)
+    await stream(callee, 50, start=50)
+    check_rewritten(await moved.collect(50), 0, first_index=50)
+    moved.close()
+    callee.close()

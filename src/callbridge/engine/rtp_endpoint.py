@@ -11,8 +11,8 @@ Native forwarding (callbridge.engine.forwarding): a pure passthrough route (no d
 recording tap, no SRTP on either side) is handed to the forwarding plane once its first packets
 have gone through Python (latching, SSRC, probation, the timestamp offset): `_arm_native` gives
 the destination a sender rule and the source a receiver rule. Whatever needs Python takes them
-back first (see RtpTransport.release_native), and `_native_released` brings the endpoint's own
-figures (routed packets, output timeline, last inbound time) up to date.
+back first (callbridge.engine.forwarding.NativeLink), and `_native_released` brings the
+endpoint's own figures (routed packets, output timeline, last inbound time) up to date.
 
 SRTP (SDES): an offer with a=crypto, under RTP/SAVP or RTP/AVP (OSRTP), is answered with our
 own key under RTP/SAVP, as rtpbridge does; `with_offer(srtp=True)` offers a key; the transport
@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.forwarding import NativeLink
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.engine.rtp_transport import RtpTransport
@@ -90,8 +91,9 @@ class RtpEndpoint(Endpoint):
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
         self._packet_tap: Callable[[RtpPacket, float], None] | None = None
-        self._native_destinations: list[tuple[RtpTransport, bytes]] = []
-        """Where the plane may rewrite our peer's packets to: every passthrough destination."""
+        self._native_destinations: list[tuple[NativeLink, bytes]] = []
+        """Where the plane may rewrite our peer's packets to, when every passthrough destination
+        is in the plane; else empty."""
         self._packet_samples = 0
         """Samples of the last decoded packet: what a lost packet is concealed with."""
         self.sdes: SdesKeys | None = None
@@ -141,8 +143,9 @@ class RtpEndpoint(Endpoint):
 
     async def _open(self) -> None:
         self.transport = transport = await self._open_transport()
-        transport.on_native_release = self._native_released
-        transport.on_native_rearm = self._arm_native
+        if transport.native is not None:
+            transport.native.on_release = self._native_released
+            transport.native.on_rearm = self._arm_native
         if not self.host.alive:
             self.transport.close()
             raise EngineError(SESSION_GONE, "Session has been destroyed")
@@ -300,8 +303,9 @@ class RtpEndpoint(Endpoint):
         return (malformed, transport.unexpected_source_packets)
 
     def plan_changed(self, table: RoutingTable) -> None:
-        if self.transport is not None:
-            self.transport.release_native()
+        native = None if self.transport is None else self.transport.native
+        if native is not None:
+            native.release()
         endpoints = self.host.endpoints
         passthrough = []
         for destination_id in table.passthrough.get(self.id, ()):
@@ -326,11 +330,12 @@ class RtpEndpoint(Endpoint):
             self._jitter = JitterBuffer(depth_packets=3, max_delay_ms=60.0)
             self._decoder = None
         self._decoding = decoding
-        self._native_destinations = [
-            (destination.transport, _type_table(types))
+        links = [
+            (destination.transport.native, _type_table(types))
             for destination, types in self._passthrough
-            if destination.transport is not None
+            if destination.transport is not None and destination.transport.native is not None
         ]
+        self._native_destinations = links if len(links) == len(self._passthrough) else []
         self._native_changed()
 
     # -- native forwarding ---------------------------------------------------------------------
@@ -343,34 +348,34 @@ class RtpEndpoint(Endpoint):
     @packet_tap.setter
     def packet_tap(self, tap: Callable[[RtpPacket, float], None] | None) -> None:
         self._packet_tap = tap
-        if self.transport is not None:
-            self.transport.release_native()
         self._native_changed()
 
     def _native_changed(self) -> None:
-        """Whether a rule could apply now; if so, try on the next loop iteration."""
-        transport = self.transport
-        if transport is None or transport.native_plane is None:
+        """Take the rules back; if one could apply now, try on the next loop iteration."""
+        native = None if self.transport is None else self.transport.native
+        if native is None:
             return
-        receiving = (
-            bool(self._native_destinations)
-            and len(self._native_destinations) == len(self._passthrough)
-            and self._packet_tap is None
-            and not self._decoding
+        native.release()
+        native.wanted = self.sdes is None and (
+            self._receives_natively() or self._passthrough_source is not None
         )
-        transport.wants_native = receiving or self._passthrough_source is not None
-        transport.touch_native()
+        native.touch()
+
+    def _receives_natively(self) -> bool:
+        return bool(self._native_destinations) and self._packet_tap is None and not self._decoding
 
     def _arm_native(self, receiving: bool) -> None:
-        transport = self.transport
-        if transport is None or self.closed or not transport.wants_native:
+        native = None if self.transport is None else self.transport.native
+        if native is None or self.closed or not native.wanted:
             return
         output = self.output
         if receiving:
-            if self._native_destinations and self._packet_tap is None and not self._decoding:
-                transport.arm_receiving(self._native_destinations)
+            if self._receives_natively() and all(
+                link.sending for link, _ in self._native_destinations
+            ):
+                native.arm_receiving(self._native_destinations)
         elif self._passthrough_source is not None and output.passthrough_offset is not None:
-            transport.arm_sending(output.passthrough_offset, output.last_time)
+            native.arm_sending(output.passthrough_offset, output.last_time)
 
     def _native_released(
         self, routed: int, last_timestamp: int, last_time: float, last_received: float | None
@@ -476,8 +481,8 @@ class RtpEndpoint(Endpoint):
         transport = self.transport
         if spec is None or transport is None:
             return
-        if transport.native_armed:
-            transport.touch_native()
+        if transport.native is not None and transport.native.armed:
+            transport.native.touch()
         output = self.output
         timestamp, marker = output.generated(now)
         if transport.send(payload, spec.payload_type, timestamp, marker):
@@ -490,8 +495,8 @@ class RtpEndpoint(Endpoint):
         transport = self.transport
         if event_pt is None or transport is None:
             return
-        if transport.native_armed:
-            transport.touch_native()
+        if transport.native is not None and transport.native.armed:
+            transport.native.touch()
         output = self.output
         if source_id == self._passthrough_source and output.passthrough_offset is not None:
             timestamp = (packet.timestamp + output.passthrough_offset) & 0xFFFFFFFF

@@ -13,7 +13,7 @@ the stream and the packet it returns (views of the datagram) to `on_packet` sync
 `send` is the stream's own `send`, whose sink is the socket's `sendto`. Given a
 `ForwardingPlane` (callbridge.engine.forwarding), the RTP socket is read by the plane instead:
 what it does not forward natively reaches `_receive_rtp` the same way, and the transport takes
-its rules back (`release_native`) before anything in Python reads or changes its state.
+its rules back (`NativeLink`) before anything in Python reads or changes its state.
 Periodic work (RTCP, digit packets) runs from `tick(now)`, called by the engine's single 20 ms
 media clock with `now` on the same monotonic clock as the `now` given to `open`. Times are
 seconds unless the name says otherwise.
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from callbridge.engine.errors import endpoint_error
-from callbridge.engine.forwarding import ForwardingPlane
+from callbridge.engine.forwarding import ForwardingPlane, NativeLink
 from callbridge.engine.ports import PortAllocator, PortPair
 from callbridge.media.rtp import RtpPacket, is_rtcp
 from callbridge.media.rtp_stream import (
@@ -56,10 +56,6 @@ PacketHandler = Callable[[RtpPacket, float], None]
 """on_packet(packet, arrival_time): called synchronously for every valid inbound RTP packet."""
 RtcpByeHandler = Callable[[list[int], str | None], None]
 """on_rtcp_bye(ssrcs, reason): called for every inbound RTCP BYE."""
-NativeRelease = Callable[[int, int, float, float | None], None]
-"""on_native_release(routed, last_timestamp, last_time, last_received): what the plane did while
-it held the rules: packets it sent for us (and the last one's RTP timestamp and time), and when
-it last took one in for us (None: it held no receiver rule)."""
 
 logger = logging.getLogger(__name__)
 
@@ -148,24 +144,16 @@ class RtpTransport:
         """`RtpStream.send`: one RTP packet with our SSRC and next sequence number, or False."""
         self.tick: Callable[[float], None] = self.stream.tick
         """`RtpStream.tick`: due digit packets, then a due RTCP report."""
-        self._plane: ForwardingPlane | None = None
-        self._descriptor = -1
+        self.native: NativeLink | None = None
+        """Our socket in the native forwarding plane, when it reads the RTP port."""
         self._rtp_receiver: Callable[[bytes, Address], None] = self._receive_rtp
-        self._sending_armed = self._receiving_armed = False
-        self.native_armed = False
-        """True while the forwarding plane holds a rule of ours (our state is then partly in it)."""
-        self.wants_native = False
-        """Set by the owner while a rule could apply: a touch then asks for `on_native_rearm`."""
-        self.on_native_release: NativeRelease | None = None
-        self.on_native_rearm: Callable[[bool], None] | None = None
-        """Arms our sender rule (False) or receiver rule (True) where they apply."""
         self._sockets: list[asyncio.DatagramTransport] = []
         self._protocols: list[_SocketProtocol] = []
         self.srtp: SrtpSession | None = None
         """The SRTP contexts once `secure` was called."""
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.socket_errors = self.callback_errors = 0
+        self._socket_errors = self.callback_errors = 0
         self.rtcp_tap: Callable[[bytes, float], None] | None = None
         """Sees every inbound RTCP datagram (either port) while a recording captures it."""
 
@@ -213,8 +201,9 @@ class RtpTransport:
                 transport.stream.transmit_rtp = transport._sockets[0].sendto
             transport.stream.transmit_rtcp = transport._sockets[-1].sendto
         except BaseException:
-            if plane is not None:
-                transport._drop_native()
+            if transport.native is not None:
+                transport.native.close()
+                transport.native = None
             if not transport._sockets:
                 pair.close()
             else:
@@ -260,13 +249,14 @@ class RtpTransport:
 
             return transmit_protected
 
-        self.touch_native()
-        self.wants_native = False
+        if self.native is not None:
+            self.native.wanted = False
+            self.native.release()
         rtp_receive = unprotecting(srtp.unprotect, self._receive_rtp)
         self._protocols[-1].datagram_received = unprotecting(
             srtp.unprotect_rtcp, self._receive_rtcp
         )
-        if self._plane is None:
+        if self.native is None:
             self._protocols[0].datagram_received = rtp_receive
         else:
             self._rtp_receiver = rtp_receive
@@ -333,7 +323,7 @@ class RtpTransport:
                 self._callback_failed("on_rtcp_bye")
 
     def _socket_error(self, error: OSError) -> None:
-        self.socket_errors += 1
+        self._socket_errors += 1
 
     def _callback_failed(self, name: str) -> None:
         self.callback_errors += 1
@@ -370,30 +360,19 @@ class RtpTransport:
     # ------------------------------------------------------------------ native forwarding
 
     def _take_native(self, plane: ForwardingPlane) -> None:
-        self._plane = plane
         udp_socket = self._pair.rtp_socket
-        self._descriptor = udp_socket.fileno()
-        plane.add(self._descriptor, self._hand_up)
+        self.native = NativeLink(plane, udp_socket.fileno(), self.stream)
+        plane.add(self.native.descriptor, self._hand_up)
         self._raw_sendto = udp_socket.sendto
         self.stream.transmit_rtp = self._transmit_native
         self.send = self._send_native
         self.tick = self._tick_native
 
-    def _drop_native(self) -> None:
-        assert self._plane is not None
-        self._plane.remove(self._descriptor)
-        self._sending_armed = self._receiving_armed = self.native_armed = False
-
-    @property
-    def native_plane(self) -> ForwardingPlane | None:
-        """The plane that reads our RTP port, if any."""
-        return self._plane
-
     def _transmit_native(self, datagram: bytes, address: Address) -> None:
         try:
             self._raw_sendto(datagram, address)
         except OSError:
-            self.socket_errors += 1
+            self._socket_errors += 1
 
     def _send_native(
         self,
@@ -402,122 +381,38 @@ class RtpTransport:
         timestamp: int,
         marker: bool = False,
     ) -> bool:
-        if self._sending_armed:
-            self.touch_native(receiving=False)
+        native = self.native
+        if native is not None and native.sending:
+            native.touch(receiving=False)
         return self.stream.send(payload, payload_type, timestamp, marker)
 
     def _tick_native(self, now: float) -> None:
-        if self.native_armed and self.stream.report_due(now):
-            self.touch_native()
+        native = self.native
+        if native is not None and native.armed and self.stream.report_due(now):
+            native.touch()
         self.stream.tick(now)
 
     def _hand_up(self, data: bytes, address: Address) -> None:
-        """What the plane did not forward, in arrival order: the ordinary path. Our sender
-        rule may stay (packets toward our peer keep flowing) unless the peer's address moved."""
-        self.touch_native(sending=False)
+        """What the plane did not forward, in arrival order: the ordinary path. The sender rule
+        may stay (packets toward our peer keep flowing) unless the peer's address moved."""
+        native = self.native
+        assert native is not None
+        native.touch(sending=False)
         target = self.stream.rtp_target
         self._rtp_receiver(data, address)
-        if self._sending_armed and self.stream.rtp_target != target:
-            self.release_native(receiving=False)
+        if native.sending and self.stream.rtp_target != target:
+            native.release(receiving=False)
 
-    def touch_native(self, *, sending: bool = True, receiving: bool = True) -> None:
-        """Python is about to use our state (the sending or the receiving half): take those
-        rules back, and ask to be armed again."""
-        if self.native_armed:
-            self.release_native(sending=sending, receiving=receiving)
-        if self.wants_native and self._plane is not None and self.on_native_rearm is not None:
-            self._plane.rearm_soon(self._descriptor, self.on_native_rearm)
+    def touch_native(self) -> None:
+        """Python is about to read or change our state: the plane gives its part back."""
+        if self.native is not None:
+            self.native.touch()
 
-    def release_native(self, *, sending: bool = True, receiving: bool = True) -> None:
-        """Take our rules back from the plane; the stream's state is exact again."""
-        plane = self._plane
-        if plane is None or not self.native_armed:
-            return
-        sending = sending and self._sending_armed
-        receiving = receiving and self._receiving_armed
-        sent = plane.native.disarm_sender(self._descriptor) if sending else None
-        taken = plane.native.disarm_receiver(self._descriptor) if receiving else None
-        self._sending_armed = self._sending_armed and not sending
-        self._receiving_armed = self._receiving_armed and not receiving
-        self.native_armed = self._sending_armed or self._receiving_armed
-        routed, last_timestamp, last_time = 0, 0, 0.0
-        if sent is not None:
-            sequence, packets, sent_bytes, last_timestamp, last_time, routed, errors = sent
-            self.stream.import_send_state(sequence, packets, sent_bytes, last_timestamp)
-            self.socket_errors += errors
-        last_received = None
-        if taken is not None:
-            *reception, packets, received_bytes, last_received = taken
-            self.stream.import_receive_state(
-                tuple(reception),
-                packets,
-                received_bytes,
-                last_received,
-            )
-        if self.on_native_release is not None:
-            self.on_native_release(routed, last_timestamp, last_time, last_received)
-
-    def arm_sending(self, offset: int, last_time: float) -> bool:
-        """Let the plane send passthrough packets as us, with this timestamp offset."""
-        plane = self._plane
-        if plane is None or self.srtp is not None or self.stream.closed:
-            return False
-        if self._sending_armed:
-            return True
-        state = self.stream.export_send_state()
-        if state is None:
-            return False
-        destination, ssrc, sequence, packets, sent_bytes, last_timestamp = state
-        if last_timestamp is None:
-            return False
-        armed = bool(
-            plane.native.arm_sender(
-                self._descriptor,
-                destination,
-                ssrc,
-                sequence,
-                packets,
-                sent_bytes,
-                offset & 0xFFFFFFFF,
-                last_timestamp & 0xFFFFFFFF,
-                last_time,
-            )
-        )
-        self._sending_armed = armed or self._sending_armed
-        self.native_armed = self._sending_armed or self._receiving_armed
-        return armed
-
-    def arm_receiving(self, destinations: list[tuple[RtpTransport, bytes]]) -> bool:
-        """Let the plane take our peer's packets in and rewrite them to `destinations`
-        ((transport, 128-byte payload type map, 0xFF for none)), whose sender rules must be
-        armed. False when a packet still has to teach Python something first."""
-        plane = self._plane
-        if plane is None or self.srtp is not None or self.stream.closed:
-            return False
-        if self._receiving_armed:
-            return True
-        if any(transport._plane is not plane for transport, _ in destinations):
-            return False
-        state = self.stream.export_receive_state()
-        if state is None:
-            return False
-        source, remote_ssrc, clock_rate, reception, packets, received_bytes, last = state
-        armed = bool(
-            plane.native.arm_receiver(
-                self._descriptor,
-                source,
-                remote_ssrc,
-                float(clock_rate),
-                *reception,
-                packets,
-                received_bytes,
-                last,
-                [(transport._descriptor, types) for transport, types in destinations],
-            )
-        )
-        self._receiving_armed = armed
-        self.native_armed = self._sending_armed or armed
-        return armed
+    @property
+    def socket_errors(self) -> int:
+        """Send and receive errors the sockets reported (e.g. ICMP port unreachable)."""
+        native_errors = 0 if self.native is None else self.native.send_errors
+        return self._socket_errors + native_errors
 
     # ------------------------------------------------------------------ stats and close
 
@@ -534,11 +429,10 @@ class RtpTransport:
         """
         if self.stream.closed:
             return
-        self.wants_native = False
-        self.touch_native()
+        if self.native is not None:
+            self.native.close()
         self.stream.close(self._now(), reason)
-        if self._plane is not None:
-            self._drop_native()
+        if self.native is not None:
             self._pair.rtp_socket.close()
         for udp_socket in self._sockets:
             udp_socket.close()
