@@ -13,5 +13,11 @@ setup(
             extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros"],
             optional=True,
         ),
+        Extension(
+            "callbridge.engine._forward",
+            ["src/callbridge/engine/_forward.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

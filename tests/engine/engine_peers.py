@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from callbridge.engine.config import EngineConfig
+from callbridge.engine.forwarding import NATIVE_FORWARDING
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.offers import create_from_offer
 from callbridge.engine.session import MediaSession
@@ -43,9 +44,13 @@ def engine_config(tmp_path: Path, **overrides: Any) -> EngineConfig:
     return EngineConfig(**values)
 
 
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
-    engine = SessionManager(engine_config(tmp_path))
+@pytest.fixture(params=["native", "python"])
+async def manager(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionManager]:
+    """A started manager, once with the native forwarding plane and once on the Python path."""
+    native = request.param == "native"
+    if native and not NATIVE_FORWARDING:
+        pytest.skip("the _forward extension is not built (or CALLBRIDGE_NATIVE=0)")
+    engine = SessionManager(engine_config(tmp_path, native_forwarding=native))
     await engine.start()
     yield engine
     await engine.shutdown(0)

@@ -159,6 +159,11 @@ async def test_ffmpeg_to_ffmpeg_through_callbridge_every_codec_pair(
     )
     failures = [result for result in results if isinstance(result, BaseException)]
     assert not failures, "\n".join(map(repr, failures))
+    native = roomy_manager.metrics.packets_forwarded_native_total
+    if roomy_manager.config.native_forwarding:  # the same-codec pairs are passthrough
+        assert native > 0
+    else:
+        assert native == 0
 
 
 async def test_phone_and_opus_peer_code_at_8000_hz_without_resampling(

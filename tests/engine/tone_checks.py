@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from callbridge.engine.forwarding import NATIVE_FORWARDING
 from callbridge.engine.manager import SessionManager
 from tests.engine.engine_peers import engine_config, free_port_range
 
@@ -37,10 +38,16 @@ CODECS: dict[str, tuple[int, str, int]] = {
 """Codec name: (payload type, rtpmap, audio sample rate in Hz)."""
 
 
-@pytest.fixture
-async def roomy_manager(tmp_path: Path) -> AsyncIterator[SessionManager]:
-    """An engine with ports for many cases run at once (80 pairs)."""
-    engine = SessionManager(engine_config(tmp_path, rtp_port_range=free_port_range(80)))
+@pytest.fixture(params=["native", "python"])
+async def roomy_manager(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SessionManager]:
+    """An engine with ports for many cases run at once (80 pairs), on both forwarding paths."""
+    native = request.param == "native"
+    if native and not NATIVE_FORWARDING:
+        pytest.skip("the _forward extension is not built (or CALLBRIDGE_NATIVE=0)")
+    config = engine_config(tmp_path, rtp_port_range=free_port_range(80), native_forwarding=native)
+    engine = SessionManager(config)
     await engine.start()
     yield engine
     await engine.shutdown(0)

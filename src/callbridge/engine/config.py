@@ -40,6 +40,9 @@ class EngineConfig:
     max_file_download_bytes: int = 100 * 1024 * 1024
     cache_cleanup_interval_s: float = 300
     """How often unreferenced, expired cache entries are deleted."""
+    native_forwarding: bool = True
+    """Forward passthrough RTP in the native plane when it is built (callbridge.engine.forwarding);
+    False keeps every packet on the Python path."""
     opus_complexity: int = 5
     """libopus encoder complexity 0-10 for Opus destinations: 0 costs about half of 5."""
     opus_bit_rate: int = 24000

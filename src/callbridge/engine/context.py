@@ -15,6 +15,7 @@ from typing import Any
 from callbridge.engine.clock import MediaClock
 from callbridge.engine.config import EngineConfig
 from callbridge.engine.downloads import DownloadCache
+from callbridge.engine.forwarding import NATIVE_FORWARDING, ForwardingPlane
 from callbridge.engine.metrics import EngineMetrics
 from callbridge.engine.ports import PortAllocator
 from callbridge.engine.shared_playback import SharedPlayback
@@ -36,6 +37,22 @@ class EngineContext:
     for it at shutdown."""
     shared_playback: SharedPlayback = field(default_factory=SharedPlayback)
     """`shared: true` file playback: one decode per source for every session."""
+    plane: ForwardingPlane | None = None
+    """The native forwarding plane, made by the first RTP endpoint that uses it."""
+
+    def forwarding_plane(self) -> ForwardingPlane | None:
+        """The plane for new RTP endpoints; None when it is off (config) or not built."""
+        if not (self.config.native_forwarding and NATIVE_FORWARDING):
+            return None
+        if self.plane is None:
+            self.plane = ForwardingPlane()
+        return self.plane
+
+    def close_forwarding(self) -> None:
+        """At shutdown, once the sessions are gone."""
+        if self.plane is not None:
+            self.plane.close()
+            self.plane = None
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coroutine` as a tracked background task (never per frame)."""

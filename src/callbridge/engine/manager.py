@@ -103,6 +103,7 @@ class SessionManager:
         await self._finish_background_tasks()
         self.clock.discard_housekeeping(self._housekeeping)
         self.clock.stop()
+        self.context.close_forwarding()
         await self.downloads.close()
 
     # -- the facade ----------------------------------------------------------------------------

@@ -41,6 +41,10 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("sessions", "Media sessions created."),
     ("endpoints", "Endpoints created."),
     ("packets_routed", "Packets delivered to one destination, including mixer output."),
+    (
+        "packets_forwarded_native",
+        "Of packets_routed: passthrough packets the native forwarding plane sent (no Python).",
+    ),
     ("dtmf_events", "DTMF digits detected from remote peers."),
     ("transcode_errors", "Frames that failed to decode or encode."),
     ("packets_malformed", "Inbound datagrams dropped because they were not valid RTP/RTCP."),
@@ -66,6 +70,7 @@ class EngineMetrics:
         self.sessions_total = 0
         self.endpoints_total = 0
         self.packets_routed_total = 0
+        self.packets_forwarded_native_total = 0
         self.dtmf_events_total = 0
         self.transcode_errors_total = 0
         self.packets_malformed_total = 0
@@ -106,6 +111,7 @@ class _EngineCollector(Collector):
             "sessions": metrics.sessions_total,
             "endpoints": metrics.endpoints_total,
             "packets_routed": metrics.packets_routed_total,
+            "packets_forwarded_native": metrics.packets_forwarded_native_total,
             "dtmf_events": metrics.dtmf_events_total,
             "transcode_errors": metrics.transcode_errors_total,
             "packets_malformed": metrics.packets_malformed_total + malformed,

@@ -7,6 +7,13 @@ jitter buffer (zero delay in order) and decoded once into the endpoint's `Source
 Outbound: `forward` (passthrough) and `deliver` (generated frames) stamp timestamps from the
 endpoint's `OutputStream`; the transport adds our SSRC and sequence numbers.
 
+Native forwarding (callbridge.engine.forwarding): a pure passthrough route (no decoding, no
+recording tap, no SRTP on either side) is handed to the forwarding plane once its first packets
+have gone through Python (latching, SSRC, probation, the timestamp offset): `_arm_native` gives
+the destination a sender rule and the source a receiver rule. Whatever needs Python takes them
+back first (callbridge.engine.forwarding.NativeLink), and `_native_released` brings the
+endpoint's own figures (routed packets, output timeline, last inbound time) up to date.
+
 SRTP (SDES): an offer with a=crypto, under RTP/SAVP or RTP/AVP (OSRTP), is answered with our
 own key under RTP/SAVP, as rtpbridge does; `with_offer(srtp=True)` offers a key; the transport
 then protects and unprotects every packet (`SdesKeys` decides which key serves which direction).
@@ -24,6 +31,7 @@ from typing import Any, Final
 
 from callbridge.engine.endpoint import Endpoint, EndpointHost
 from callbridge.engine.errors import SESSION_GONE, EngineError, endpoint_error
+from callbridge.engine.forwarding import NativeLink
 from callbridge.engine.pipeline import OutputFormat
 from callbridge.engine.routing import RouteMode, RoutingTable
 from callbridge.engine.rtp_transport import RtpTransport
@@ -82,8 +90,10 @@ class RtpEndpoint(Endpoint):
         """The source whose packets this endpoint currently forwards by passthrough."""
         self._event_timestamps: dict[tuple[str, int], int] = {}
         self._decoding = False
-        self.packet_tap: Callable[[RtpPacket, float], None] | None = None
-        """Sees every inbound RTP packet first while a recording captures this leg."""
+        self._packet_tap: Callable[[RtpPacket, float], None] | None = None
+        self._native_destinations: list[tuple[NativeLink, bytes]] = []
+        """Where the plane may rewrite our peer's packets to, when every passthrough destination
+        is in the plane; else empty."""
         self._packet_samples = 0
         """Samples of the last decoded packet: what a lost packet is concealed with."""
         self.sdes: SdesKeys | None = None
@@ -132,7 +142,10 @@ class RtpEndpoint(Endpoint):
             raise
 
     async def _open(self) -> None:
-        self.transport = await self._open_transport()
+        self.transport = transport = await self._open_transport()
+        if transport.native is not None:
+            transport.native.on_release = self._native_released
+            transport.native.on_rearm = self._arm_native
         if not self.host.alive:
             self.transport.close()
             raise EngineError(SESSION_GONE, "Session has been destroyed")
@@ -145,6 +158,7 @@ class RtpEndpoint(Endpoint):
             context.config.media_ip,
             on_packet=self._on_packet,
             on_rtcp_bye=self._on_rtcp_bye,
+            plane=context.forwarding_plane(),
         )
 
     def _write(self, codecs: tuple[sdp.Codec, ...]) -> str:
@@ -289,6 +303,9 @@ class RtpEndpoint(Endpoint):
         return (malformed, transport.unexpected_source_packets)
 
     def plan_changed(self, table: RoutingTable) -> None:
+        native = None if self.transport is None else self.transport.native
+        if native is not None:
+            native.release()
         endpoints = self.host.endpoints
         passthrough = []
         for destination_id in table.passthrough.get(self.id, ()):
@@ -313,14 +330,71 @@ class RtpEndpoint(Endpoint):
             self._jitter = JitterBuffer(depth_packets=3, max_delay_ms=60.0)
             self._decoder = None
         self._decoding = decoding
+        links = [
+            (destination.transport.native, _type_table(types))
+            for destination, types in self._passthrough
+            if destination.transport is not None and destination.transport.native is not None
+        ]
+        self._native_destinations = links if len(links) == len(self._passthrough) else []
+        self._native_changed()
+
+    # -- native forwarding ---------------------------------------------------------------------
+
+    @property
+    def packet_tap(self) -> Callable[[RtpPacket, float], None] | None:
+        """Sees every inbound RTP packet first while a recording captures this leg."""
+        return self._packet_tap
+
+    @packet_tap.setter
+    def packet_tap(self, tap: Callable[[RtpPacket, float], None] | None) -> None:
+        self._packet_tap = tap
+        self._native_changed()
+
+    def _native_changed(self) -> None:
+        """Take the rules back; if one could apply now, try on the next loop iteration."""
+        native = None if self.transport is None else self.transport.native
+        if native is None:
+            return
+        native.release()
+        native.wanted = self.sdes is None and (
+            self._receives_natively() or self._passthrough_source is not None
+        )
+        native.touch()
+
+    def _receives_natively(self) -> bool:
+        return bool(self._native_destinations) and self._packet_tap is None and not self._decoding
+
+    def _arm_native(self, receiving: bool) -> None:
+        native = None if self.transport is None else self.transport.native
+        if native is None or self.closed or not native.wanted:
+            return
+        output = self.output
+        if receiving:
+            if self._receives_natively() and all(
+                link.sending for link, _ in self._native_destinations
+            ):
+                native.arm_receiving(self._native_destinations)
+        elif self._passthrough_source is not None and output.passthrough_offset is not None:
+            native.arm_sending(output.passthrough_offset, output.last_time)
+
+    def _native_released(
+        self, routed: int, last_timestamp: int, last_time: float, last_received: float | None
+    ) -> None:
+        if routed:
+            self.metrics.packets_routed_total += routed
+            self.metrics.packets_forwarded_native_total += routed
+            self.output.last_timestamp = last_timestamp
+            self.output.last_time = last_time
+        if last_received is not None and last_received > self.last_inbound:
+            self.last_inbound = last_received
 
     # -- inbound -------------------------------------------------------------------------------
 
     def _on_packet(self, packet: RtpPacket, arrival: float) -> None:
         """Hot path: one valid inbound RTP packet."""
         self.last_inbound = arrival
-        if self.packet_tap is not None:
-            self.packet_tap(packet, arrival)
+        if self._packet_tap is not None:
+            self._packet_tap(packet, arrival)
         payload_type = packet.payload_type
         if payload_type in self._event_types:
             self._on_event(packet, arrival)
@@ -391,11 +465,12 @@ class RtpEndpoint(Endpoint):
         """Passthrough: the packet as it came, with our PT/SSRC/sequence and a timestamp offset."""
         output = self.output
         offset = output.passthrough_offset
-        if offset is None:
-            offset = output.begin_passthrough(packet.timestamp)
-        timestamp = (packet.timestamp + offset) & 0xFFFFFFFF
         transport = self.transport
         assert transport is not None
+        if offset is None:
+            offset = output.begin_passthrough(packet.timestamp)
+            transport.touch_native()  # the timeline is set: the plane may send as us now
+        timestamp = (packet.timestamp + offset) & 0xFFFFFFFF
         if transport.send(packet.payload, payload_type, timestamp, packet.marker):
             output.last_timestamp = timestamp
             output.last_time = arrival
@@ -406,6 +481,8 @@ class RtpEndpoint(Endpoint):
         transport = self.transport
         if spec is None or transport is None:
             return
+        if transport.native is not None and transport.native.armed:
+            transport.native.touch()
         output = self.output
         timestamp, marker = output.generated(now)
         if transport.send(payload, spec.payload_type, timestamp, marker):
@@ -418,6 +495,8 @@ class RtpEndpoint(Endpoint):
         transport = self.transport
         if event_pt is None or transport is None:
             return
+        if transport.native is not None and transport.native.armed:
+            transport.native.touch()
         output = self.output
         if source_id == self._passthrough_source and output.passthrough_offset is not None:
             timestamp = (packet.timestamp + output.passthrough_offset) & 0xFFFFFFFF
@@ -481,6 +560,8 @@ class RtpEndpoint(Endpoint):
         return transport.dtmf_busy
 
     def housekeeping(self, now: float) -> None:
+        if self.transport is not None:
+            self.transport.touch_native()  # brings last_inbound and the counters up to date
         for digit in self._detector.poll(now):
             self._report_digit(digit.digit, digit.duration_ms)
 
@@ -537,6 +618,14 @@ class RtpEndpoint(Endpoint):
     async def wait_closed(self) -> None:
         if self.transport is not None:
             await self.transport.wait_closed()
+
+
+def _type_table(types: dict[int, int]) -> bytes:
+    """A payload type map as the forwarding plane takes it: 128 bytes, 0xFF for unmapped."""
+    table = bytearray(b"\xff" * 128)
+    for source, destination in types.items():
+        table[source & 0x7F] = destination & 0x7F
+    return bytes(table)
 
 
 def _payload_type_map(

@@ -10,10 +10,13 @@ protect before `sendto`, and the sockets' handlers unprotect before the stream s
 
 Hot path: `datagram_received` is bound straight to `_receive_rtp`, which hands the datagram to
 the stream and the packet it returns (views of the datagram) to `on_packet` synchronously;
-`send` is the stream's own `send`, whose sink is the socket's `sendto`. Periodic work (RTCP,
-digit packets) runs from `tick(now)`, called by the engine's single 20 ms media clock with `now`
-on the same monotonic clock as the `now` given to `open`. Times are seconds unless the name says
-otherwise.
+`send` is the stream's own `send`, whose sink is the socket's `sendto`. Given a
+`ForwardingPlane` (callbridge.engine.forwarding), the RTP socket is read by the plane instead:
+what it does not forward natively reaches `_receive_rtp` the same way, and the transport takes
+its rules back (`NativeLink`) before anything in Python reads or changes its state.
+Periodic work (RTCP, digit packets) runs from `tick(now)`, called by the engine's single 20 ms
+media clock with `now` on the same monotonic clock as the `now` given to `open`. Times are
+seconds unless the name says otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from callbridge.engine.errors import endpoint_error
+from callbridge.engine.forwarding import ForwardingPlane, NativeLink
 from callbridge.engine.ports import PortAllocator, PortPair
 from callbridge.media.rtp import RtpPacket, is_rtcp
 from callbridge.media.rtp_stream import (
@@ -134,17 +138,22 @@ class RtpTransport:
         )
         """The RTP/RTCP state; its sinks are bound to the sockets by `open`."""
         self._receive = self.stream.receive_rtp
-        self.send: Final = self.stream.send
+        self.send: Callable[[bytes | bytearray | memoryview, int, int, bool], bool] = (
+            self.stream.send
+        )
         """`RtpStream.send`: one RTP packet with our SSRC and next sequence number, or False."""
-        self.tick: Final = self.stream.tick
+        self.tick: Callable[[float], None] = self.stream.tick
         """`RtpStream.tick`: due digit packets, then a due RTCP report."""
+        self.native: NativeLink | None = None
+        """Our socket in the native forwarding plane, when it reads the RTP port."""
+        self._rtp_receiver: Callable[[bytes, Address], None] = self._receive_rtp
         self._sockets: list[asyncio.DatagramTransport] = []
         self._protocols: list[_SocketProtocol] = []
         self.srtp: SrtpSession | None = None
         """The SRTP contexts once `secure` was called."""
         self._open_sockets = 0
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.socket_errors = self.callback_errors = 0
+        self._socket_errors = self.callback_errors = 0
         self.rtcp_tap: Callable[[bytes, float], None] | None = None
         """Sees every inbound RTCP datagram (either port) while a recording captures it."""
 
@@ -160,8 +169,11 @@ class RtpTransport:
         learning_window_s: float = LEARNING_WINDOW_S,
         rtcp_interval_s: float = RTCP_INTERVAL_S,
         cname: str | None = None,
+        plane: ForwardingPlane | None = None,
     ) -> RtpTransport:
-        """Take a port pair bound to `media_ip` and start receiving on both ports.
+        """Take a port pair bound to `media_ip` and start receiving on both ports; with
+        `plane`, the RTP port is read by the native forwarding plane (`now` must then be
+        `time.monotonic`, the plane's clock).
 
         Raises PortAllocationError (an EngineError) when no pair can be bound.
         """
@@ -170,20 +182,28 @@ class RtpTransport:
         transport = cls(
             pair, on_packet, on_rtcp_bye, now, learning_window_s, rtcp_interval_s, cname
         )
+        sockets = [
+            (transport._receive_rtp, pair.rtp_socket),
+            (transport._receive_rtcp, pair.rtcp_socket),
+        ]
+        if plane is not None:
+            transport._take_native(plane)
+            sockets = sockets[1:]
         try:
-            for receive, udp_socket in (
-                (transport._receive_rtp, pair.rtp_socket),
-                (transport._receive_rtcp, pair.rtcp_socket),
-            ):
+            for receive, udp_socket in sockets:
                 socket_transport, protocol = await loop.create_datagram_endpoint(
                     transport._protocol_for(receive), sock=udp_socket
                 )
                 transport._sockets.append(socket_transport)
                 transport._protocols.append(protocol)
                 transport._open_sockets += 1
-            transport.stream.transmit_rtp = transport._sockets[0].sendto
-            transport.stream.transmit_rtcp = transport._sockets[1].sendto
+            if plane is None:
+                transport.stream.transmit_rtp = transport._sockets[0].sendto
+            transport.stream.transmit_rtcp = transport._sockets[-1].sendto
         except BaseException:
+            if transport.native is not None:
+                transport.native.close()
+                transport.native = None
             if not transport._sockets:
                 pair.close()
             else:
@@ -229,12 +249,19 @@ class RtpTransport:
 
             return transmit_protected
 
-        rtp_protocol, rtcp_protocol = self._protocols
-        rtp_protocol.datagram_received = unprotecting(srtp.unprotect, self._receive_rtp)
-        rtcp_protocol.datagram_received = unprotecting(srtp.unprotect_rtcp, self._receive_rtcp)
-        rtp_socket, rtcp_socket = self._sockets
-        self.stream.transmit_rtp = protecting(srtp.protect, rtp_socket.sendto)
-        self.stream.transmit_rtcp = protecting(srtp.protect_rtcp, rtcp_socket.sendto)
+        if self.native is not None:
+            self.native.wanted = False
+            self.native.release()
+        rtp_receive = unprotecting(srtp.unprotect, self._receive_rtp)
+        self._protocols[-1].datagram_received = unprotecting(
+            srtp.unprotect_rtcp, self._receive_rtcp
+        )
+        if self.native is None:
+            self._protocols[0].datagram_received = rtp_receive
+        else:
+            self._rtp_receiver = rtp_receive
+        self.stream.transmit_rtp = protecting(srtp.protect, self.stream.transmit_rtp)
+        self.stream.transmit_rtcp = protecting(srtp.protect_rtcp, self._sockets[-1].sendto)
 
     # ------------------------------------------------------------------ state and setup
 
@@ -251,14 +278,17 @@ class RtpTransport:
         self, rtp_addr: tuple[str, int] | None, rtcp_addr: tuple[str, int] | None, rtcp_mux: bool
     ) -> None:
         """Targets from the negotiated SDP; see `RtpStream.set_remote`."""
+        self.touch_native()
         self.stream.set_remote(rtp_addr, rtcp_addr, rtcp_mux)
 
     def set_clock_rate(self, clock_rate: int, *, event_payload_type: int | None = None) -> None:
         """The inbound audio RTP clock (Hz) for jitter; see `RtpStream.set_clock_rate`."""
+        self.touch_native()
         self.stream.set_clock_rate(clock_rate, event_payload_type=event_payload_type)
 
     def reopen_learning_window(self) -> None:
         """Let the target follow the peer's source again for one window (e.g. after a re-offer)."""
+        self.touch_native()
         self.stream.reopen_learning_window(self._now())
 
     # ------------------------------------------------------------------ inbound
@@ -293,7 +323,7 @@ class RtpTransport:
                 self._callback_failed("on_rtcp_bye")
 
     def _socket_error(self, error: OSError) -> None:
-        self.socket_errors += 1
+        self._socket_errors += 1
 
     def _callback_failed(self, name: str) -> None:
         self.callback_errors += 1
@@ -317,6 +347,7 @@ class RtpTransport:
         Raises EngineError "DTMF injection already in progress" while busy, and
         TelephoneEventError (a ValueError) for a bad digit, duration or volume.
         """
+        self.touch_native()
         try:
             self.stream.start_dtmf(digit, duration_ms, volume, payload_type, clock_rate)
         except DtmfBusyError as error:
@@ -326,10 +357,68 @@ class RtpTransport:
         """Drop the rest of an injected digit (no end packet is sent)."""
         self.stream.cancel_dtmf()
 
+    # ------------------------------------------------------------------ native forwarding
+
+    def _take_native(self, plane: ForwardingPlane) -> None:
+        udp_socket = self._pair.rtp_socket
+        self.native = NativeLink(plane, udp_socket.fileno(), self.stream)
+        plane.add(self.native.descriptor, self._hand_up)
+        self._raw_sendto = udp_socket.sendto
+        self.stream.transmit_rtp = self._transmit_native
+        self.send = self._send_native
+        self.tick = self._tick_native
+
+    def _transmit_native(self, datagram: bytes, address: Address) -> None:
+        try:
+            self._raw_sendto(datagram, address)
+        except OSError:
+            self._socket_errors += 1
+
+    def _send_native(
+        self,
+        payload: bytes | bytearray | memoryview,
+        payload_type: int,
+        timestamp: int,
+        marker: bool = False,
+    ) -> bool:
+        native = self.native
+        if native is not None and native.sending:
+            native.touch(receiving=False)
+        return self.stream.send(payload, payload_type, timestamp, marker)
+
+    def _tick_native(self, now: float) -> None:
+        native = self.native
+        if native is not None and native.armed and self.stream.report_due(now):
+            native.touch()
+        self.stream.tick(now)
+
+    def _hand_up(self, data: bytes, address: Address) -> None:
+        """What the plane did not forward, in arrival order: the ordinary path. The sender rule
+        may stay (packets toward our peer keep flowing) unless the peer's address moved."""
+        native = self.native
+        assert native is not None
+        native.touch(sending=False)
+        target = self.stream.rtp_target
+        self._rtp_receiver(data, address)
+        if native.sending and self.stream.rtp_target != target:
+            native.release(receiving=False)
+
+    def touch_native(self) -> None:
+        """Python is about to read or change our state: the plane gives its part back."""
+        if self.native is not None:
+            self.native.touch()
+
+    @property
+    def socket_errors(self) -> int:
+        """Send and receive errors the sockets reported (e.g. ICMP port unreachable)."""
+        native_errors = 0 if self.native is None else self.native.send_errors
+        return self._socket_errors + native_errors
+
     # ------------------------------------------------------------------ stats and close
 
     def stats(self) -> dict[str, Any]:
         """`RtpStream.stats` now."""
+        self.touch_native()
         return self.stream.stats(self._now())
 
     def close(self, reason: str | None = None) -> None:
@@ -340,7 +429,11 @@ class RtpTransport:
         """
         if self.stream.closed:
             return
+        if self.native is not None:
+            self.native.close()
         self.stream.close(self._now(), reason)
+        if self.native is not None:
+            self._pair.rtp_socket.close()
         for udp_socket in self._sockets:
             udp_socket.close()
 

@@ -8,7 +8,11 @@ from typing import Final
 
 from callbridge.media.rtcp import ReportBlock, RtcpError, SenderReport, compact_ntp
 
-__all__ = ["ReceptionStats"]
+__all__ = ["ReceptionState", "ReceptionStats"]
+
+ReceptionState = tuple[int, int, int, float, float | None, int]
+"""What accounting a valid source's in-order packets changes: (max_sequence, cycles, received,
+jitter, previous_arrival, previous_timestamp); see `ReceptionStats.export_state`."""
 
 _MAX_DROPOUT: Final = 3000
 _MAX_MISORDER: Final = 100
@@ -144,6 +148,31 @@ class ReceptionStats:
                 self.jitter += (abs(elapsed - advanced) - self.jitter) / 16.0
             self._previous_timestamp = timestamp
         return True
+
+    def export_state(self) -> ReceptionState | None:
+        """The state another accountant (the native forwarding plane) continues from; None
+        during probation. It must leave sequence jumps to `on_rtp` (they restart the counts)."""
+        if self._probation:
+            return None
+        return (
+            self._max_sequence,
+            self._cycles,
+            self.received,
+            self.jitter,
+            self._previous_arrival,
+            self._previous_timestamp,
+        )
+
+    def import_state(self, state: ReceptionState) -> None:
+        """Continue from what `export_state` gave out, as the other accountant left it."""
+        (
+            self._max_sequence,
+            self._cycles,
+            self.received,
+            self.jitter,
+            self._previous_arrival,
+            self._previous_timestamp,
+        ) = state
 
     def on_sender_report(self, report: SenderReport, arrival: float) -> None:
         """Remember the peer's SR so our next report block carries LSR and DLSR."""

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from callbridge.media import rtcp
 from callbridge.media.errors import MediaError
-from callbridge.media.reception import ReceptionStats
+from callbridge.media.reception import ReceptionState, ReceptionStats
 from callbridge.media.rtp import (
     RTP_FIXED_HEADER,
     RTP_MARKER,
@@ -41,7 +41,9 @@ __all__ = [
     "RTCP_INTERVAL_S",
     "Address",
     "DtmfBusyError",
+    "ReceiveState",
     "RtpStream",
+    "SendState",
     "Transmit",
 ]
 
@@ -62,6 +64,11 @@ Address = tuple[Any, ...]
 """A socket address as asyncio reports it: (host, port) or (host, port, flowinfo, scope_id)."""
 Transmit = Callable[[bytes, Address], None]
 """A sink for one outgoing datagram and its target address."""
+SendState = tuple[Address, int, int, int, int, int | None]
+"""(destination, ssrc, next sequence, sent_packets, sent_bytes, last_timestamp)."""
+ReceiveState = tuple[Address, int, int, ReceptionState, int, int, float]
+"""(source, remote_ssrc, clock_rate, reception, received_packets, received_bytes,
+last_received)."""
 
 
 class DtmfBusyError(MediaError):
@@ -332,6 +339,68 @@ class RtpStream:
         self.sent_bytes += len(payload)
         self._last_timestamp = timestamp
         return True
+
+    # ------------------------------------------------------------------ handing over
+
+    def export_send_state(self) -> SendState | None:
+        """What a forwarding plane needs to send RTP as this stream, or None when it must not:
+        the send guard holds, nothing went out yet (the first packet opens RTCP), or a digit
+        is being injected. Until `import_send_state`, only the plane may send."""
+        destination = self._rtp_destination
+        if destination is None or not self.sent_packets or self.dtmf_busy:
+            return None
+        return (
+            destination,
+            self.ssrc,
+            self._sequence,
+            self.sent_packets,
+            self.sent_bytes,
+            self._last_timestamp,
+        )
+
+    def import_send_state(
+        self, sequence: int, sent_packets: int, sent_bytes: int, last_timestamp: int | None
+    ) -> None:
+        """Continue after the plane's packets: its next sequence number and counters."""
+        self._sequence = sequence & 0xFFFF
+        self.sent_packets = sent_packets
+        self.sent_bytes = sent_bytes
+        self._last_timestamp = last_timestamp
+
+    def export_receive_state(self) -> ReceiveState | None:
+        """What a forwarding plane needs to take RTP in as this stream: only packets from the
+        latched source with the known SSRC (anything else must reach `receive_rtp`). None
+        before a source is known and valid."""
+        reception = self._reception
+        source = self._rtp_target
+        if reception is None or source is None or self._remote_ssrc is None:
+            return None
+        state = reception.export_state()
+        if state is None:
+            return None
+        return (
+            source,
+            self._remote_ssrc,
+            self._clock_rate,
+            state,
+            self.received_packets,
+            self.received_bytes,
+            self._last_received,
+        )
+
+    def import_receive_state(
+        self, reception: ReceptionState, packets: int, received_bytes: int, last_received: float
+    ) -> None:
+        """Continue after the packets the plane took in."""
+        assert self._reception is not None
+        self._reception.import_state(reception)
+        self.received_packets = packets
+        self.received_bytes = received_bytes
+        self._last_received = last_received
+
+    def report_due(self, now: float) -> bool:
+        """True when `tick(now)` would send an RTCP report or a digit packet."""
+        return bool(self._dtmf_queue) or now >= self._next_report_at
 
     # ------------------------------------------------------------------ DTMF injection
 

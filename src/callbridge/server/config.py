@@ -218,6 +218,10 @@ class Settings(BaseSettings, RtpbridgeKeys):
     ws_ping_interval_secs: float = Field(30, gt=0)
     event_channel_size: int = Field(256, gt=0)
     critical_event_channel_size: int = Field(64, gt=0)
+    native_forwarding: bool = True
+    """Forward passthrough RTP (no transcoding, recording or SRTP on the route) in the native
+    plane when it is built; false keeps every packet in Python. ``CALLBRIDGE_NATIVE=0`` turns
+    every native part off."""
     opus_complexity: int = Field(5, ge=0, le=10)
     """Opus encoder complexity: 0 costs about half the CPU of 5, at some quality."""
     opus_bitrate: int = Field(24000, ge=6000, le=510000)
@@ -350,6 +354,7 @@ class Settings(BaseSettings, RtpbridgeKeys):
             rtvbp_close_timeout_s=self.rtvbp.close_timeout_secs,
             rtvbp_park_timeout_s=self.rtvbp.park_timeout_secs,
             rtvbp_initialize_timeout_s=self.rtvbp.initialize_timeout_secs,
+            native_forwarding=self.native_forwarding,
             opus_complexity=self.opus_complexity,
             opus_bit_rate=self.opus_bitrate,
             recording_dir=self.recording_dir,
