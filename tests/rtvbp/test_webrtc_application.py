@@ -17,7 +17,7 @@ from callbridge.rtvbp.envelope import Request, encode_frame
 from callbridge.rtvbp.voice import VoiceCall
 from callbridge.rtvbp.voice_recorder import WavCallRecorder
 from callbridge.rtvbp.webrtc import WEBRTC_PROFILE, WebRtcOptions
-from callbridge.rtvbp.webrtc_media import PEER_CLOSE_GRACE_S
+from callbridge.rtvbp.webrtc_media import PEER_CLOSE_GRACE_S, WebRtcMedia
 from callbridge.rtvbp.webrtc_transport import WebRtcTransport
 from tests.conftest import serve_application, wait_until
 from tests.engine.engine_peers import dominant_frequency, sine_pcm
@@ -310,3 +310,19 @@ async def test_a_voice_call_dials_over_webrtc(tmp_path: Path) -> None:
             await voice.hangup()
         await agent.calls[0].wait_ended()
         assert agent.calls[0].hangup_reason == "hangup"
+
+
+async def test_media_ports_come_from_the_port_range() -> None:
+    """A firewall that opens only a range: the media socket binds there, skipping busy ports,
+    and says so when none is free."""
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        media = await WebRtcMedia.open("127.0.0.1", port_range=(port, port + 1))
+        assert media.local_port == port + 1
+        media.close()
+        with pytest.raises(OSError, match=f"no free UDP port in {port}-{port}"):
+            await WebRtcMedia.open("127.0.0.1", port_range=(port, port))
+    finally:
+        busy.close()

@@ -252,6 +252,10 @@ async def test_errors_of_handlers_are_still_logged_with_their_traceback(
 def test_the_served_application_answers_webrtc_on_the_media_ip() -> None:
     """rtvbp.webrtc.v1 calls to the SDK application get their media where RTP binds."""
     application = Application(no_call)
-    build_app(Settings(media_ip="127.0.0.2", webrtc_consent_timeout_secs=12), application)
+    settings = Settings(
+        media_ip="127.0.0.2", webrtc_consent_timeout_secs=12, rtp_port_range=(40000, 40099)
+    )
+    build_app(settings, application)
     assert application.webrtc.media_address == "127.0.0.2"
+    assert application.webrtc.port_range == (40000, 40099)
     assert application.webrtc.consent_timeout_s == 12

@@ -76,6 +76,7 @@ async def test_inbound_webrtc_leg_bridged_to_a_phone(
     assert incoming["codec"] == "L16/8000"
     endpoint = leg(server, session_id, leg_id)
     assert isinstance(endpoint, InboundRtvbpEndpoint) and endpoint.webrtc is not None
+    assert 41000 <= endpoint.webrtc.media.local_port <= 41999  # the server's rtp_port_range
     info = await bound.result("session.info")
     entry = next(entry for entry in info["endpoints"] if entry["endpoint_id"] == leg_id)
     assert entry["rtvbp"]["profile"] == WEBRTC_PROFILE and entry["rtvbp"]["role"] == "application"

@@ -74,9 +74,11 @@ def dtmf_duration_ms(pressed_at_ms: int, released_at_ms: int) -> int:
 
 def webrtc_options(config: EngineConfig, offer_timeout_s: float) -> WebRtcOptions:
     """How a leg over ``rtvbp.webrtc.v1`` opens its media: on `media_ip`, as WebRTC endpoints
-    do; connecting within the RTVBP connect timeout, consent as for WebRTC endpoints."""
+    do, on a port of `rtp_port_range`; connecting within the RTVBP connect timeout, consent as
+    for WebRTC endpoints."""
     return WebRtcOptions(
         media_address=config.media_ip,
+        port_range=config.rtp_port_range,
         offer_timeout_s=offer_timeout_s,
         connect_timeout_s=config.rtvbp_connect_timeout_s,
         consent_timeout_s=config.webrtc_consent_timeout_s,

@@ -94,6 +94,9 @@ class WebRtcOptions(msgspec.Struct, frozen=True):
     """From the SDP exchange until DTLS has keyed SRTP."""
     consent_timeout_s: float = 30.0
     """The peer's ICE checks (or answers to ours) may pause this long before media fails."""
+    port_range: tuple[int, int] | None = None
+    """Bind the media socket to a free UDP port in this inclusive range (for a firewall that
+    opens only those); None: any free port."""
 
 
 # ----------------------------------------------------------------------------------- answerer
@@ -144,6 +147,7 @@ async def _open_media(options: WebRtcOptions) -> WebRtcMedia:
     try:
         return await WebRtcMedia.open(
             options.media_address,
+            port_range=options.port_range,
             connect_timeout_s=options.connect_timeout_s,
             consent_timeout_s=options.consent_timeout_s,
         )

@@ -15,7 +15,10 @@ WebSocket, where the peer buffers it), so frames wait in a bounded queue and lea
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import secrets
+import socket
 import struct
 import time
 from collections import deque
@@ -110,14 +113,17 @@ class WebRtcMedia(asyncio.DatagramProtocol):
         cls,
         address: str,
         *,
+        port_range: tuple[int, int] | None = None,
         connect_timeout_s: float = 10.0,
         consent_timeout_s: float = 30.0,
     ) -> WebRtcMedia:
-        """Bind a UDP socket on `address` (any free port); OSError when that is impossible."""
+        """Bind a UDP socket on `address`, on a free port of `port_range` (inclusive; None: any
+        free port); OSError when that is impossible."""
         media = cls(connect_timeout_s=connect_timeout_s, consent_timeout_s=consent_timeout_s)
         loop = asyncio.get_running_loop()
-        socket, _ = await loop.create_datagram_endpoint(lambda: media, local_addr=(address, 0))
-        media._socket = socket
+        bound = _bind_in_range(address, port_range)
+        transport, _ = await loop.create_datagram_endpoint(lambda: media, sock=bound)
+        media._socket = transport
         return media
 
     @property
@@ -407,3 +413,25 @@ class WebRtcMedia(asyncio.DatagramProtocol):
             self.secured.cancel()
         if self._socket is not None:
             self._socket.close()
+
+
+def _bind_in_range(address: str, port_range: tuple[int, int] | None) -> socket.socket:
+    """A non-blocking UDP socket bound on `address`: any free port, or the first free one of
+    `port_range` from a random start (ports that other sockets hold are skipped)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    first, last = port_range or (0, 0)
+    count = last - first + 1
+    start = secrets.randbelow(count) if port_range else 0
+    for step in range(count):
+        port = first + (start + step) % count if port_range else 0
+        candidate = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            candidate.bind((address, port))
+        except OSError as error:
+            candidate.close()
+            if error.errno == errno.EADDRINUSE and port_range:
+                continue
+            raise
+        candidate.setblocking(False)
+        return candidate
+    raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")

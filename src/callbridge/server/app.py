@@ -96,6 +96,7 @@ def build_app(settings: Settings, application: Application) -> web.Application:
         application.webrtc,
         media_address=settings.media_ip,
         consent_timeout_s=settings.webrtc_consent_timeout_secs,
+        port_range=settings.rtp_port_range,
     )
     manager = SessionManager(settings.engine_config())
     app = web.Application()
