@@ -51,7 +51,8 @@ typedef struct {
     socklen_t target_length;
     uint32_t ssrc, offset, last_timestamp;
     uint16_t sequence;
-    unsigned long long sent_packets, sent_bytes, routed, send_errors;
+    unsigned long long sent_packets, sent_bytes, routed;
+    unsigned long long errors; /* failed sends and receive errors (ICMP), any rules */
     double last_time;
     /* receiver rule */
     int receiving;
@@ -119,6 +120,10 @@ static int parse_address(PyObject *address, struct sockaddr_storage *out, sockle
     const char *host;
     int port;
     unsigned int flowinfo = 0, scope_id = 0;
+    if (!PyTuple_Check(address)) {
+        PyErr_SetString(PyExc_TypeError, "an address is a (host, port) tuple");
+        return -1;
+    }
     if (!PyArg_ParseTuple(address, "si|II", &host, &port, &flowinfo, &scope_id)) return -1;
     memset(out, 0, sizeof(*out));
     struct sockaddr_in *v4 = (struct sockaddr_in *)out;
@@ -286,7 +291,7 @@ static PyObject *Plane_arm_sender(Plane *self, PyObject *args) {
     link->offset = (uint32_t)offset;
     link->last_timestamp = (uint32_t)last_timestamp;
     link->last_time = last_time;
-    link->routed = link->send_errors = 0;
+    link->routed = 0;
     link->sending = 1;
     Py_RETURN_TRUE;
 }
@@ -297,9 +302,20 @@ static PyObject *Plane_disarm_sender(Plane *self, PyObject *arg) {
     Link *link = link_of(self, fd);
     if (link == NULL || !link->sending) Py_RETURN_NONE;
     link->sending = 0;
-    return Py_BuildValue("(IKKIdKK)", (unsigned int)link->sequence, link->sent_packets,
-                         link->sent_bytes, link->last_timestamp, link->last_time, link->routed,
-                         link->send_errors);
+    return Py_BuildValue("(IKKIdK)", (unsigned int)link->sequence, link->sent_packets,
+                         link->sent_bytes, link->last_timestamp, link->last_time, link->routed);
+}
+
+static PyObject *Plane_take_errors(Plane *self, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    Link *link = link_of(self, fd);
+    unsigned long long errors = 0;
+    if (link != NULL) {
+        errors = link->errors;
+        link->errors = 0;
+    }
+    return PyLong_FromUnsignedLongLong(errors);
 }
 
 static PyObject *Plane_arm_receiver(Plane *self, PyObject *args) {
@@ -392,11 +408,11 @@ static void flush(Plane *self) {
         Py_END_ALLOW_THREADS
         Link *link = link_of(self, fd);
         if (sent < 0) {
-            if (link != NULL) link->send_errors++;
+            if (link != NULL) link->errors++;
             start++;
         } else {
             start += sent > 0 ? sent : 1;
-            if (sent == 0 && link != NULL) link->send_errors++;
+            if (sent == 0 && link != NULL) link->errors++;
         }
     }
 }
@@ -498,7 +514,11 @@ static int drain(Plane *self, int fd, uint64_t generation) {
     Py_BEGIN_ALLOW_THREADS
     received = recvmmsg(fd, self->incoming, BATCH, MSG_DONTWAIT, NULL);
     Py_END_ALLOW_THREADS
-    if (received <= 0) return 0; /* EAGAIN, or an ICMP error reported on the socket */
+    if (received < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        Link *link = link_of(self, fd); /* an ICMP error reported on the socket */
+        if (link != NULL) link->errors++;
+    }
+    if (received <= 0) return 0;
     for (int i = 0; i < received; i++) {
         Link *link = link_of(self, fd);
         if (link == NULL || link->generation != generation) return received; /* removed */
@@ -547,7 +567,9 @@ static PyMethodDef Plane_methods[] = {
      " last_time) -> bool"},
     {"disarm_sender", (PyCFunction)Plane_disarm_sender, METH_O,
      "disarm_sender(fd) -> (sequence, sent_packets, sent_bytes, last_timestamp, last_time,"
-     " routed, send_errors) or None"},
+     " routed) or None"},
+    {"take_errors", (PyCFunction)Plane_take_errors, METH_O,
+     "take_errors(fd) -> socket errors (failed sends, ICMP errors) since the last call"},
     {"arm_receiver", (PyCFunction)Plane_arm_receiver, METH_VARARGS,
      "arm_receiver(fd, source, remote_ssrc, clock_rate, max_sequence, cycles, received, jitter,"
      " previous_arrival, previous_timestamp, received_packets, received_bytes, last_received,"

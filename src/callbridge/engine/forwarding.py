@@ -136,12 +136,17 @@ class NativeLink:
         self.on_release: NativeRelease | None = None
         self.on_rearm: Callable[[bool], None] | None = None
         """Arms the sender rule (False) or the receiver rule (True) where they apply."""
-        self.send_errors = 0
-        """sendmmsg failures of the plane for this socket (ICMP errors, a full buffer)."""
+        self._errors = 0
 
     @property
     def armed(self) -> bool:
         return self.sending or self.receiving
+
+    @property
+    def errors(self) -> int:
+        """Socket errors the plane saw on this socket: failed sends, ICMP errors on receive."""
+        self._errors += self.plane.native.take_errors(self.descriptor)
+        return self._errors
 
     def touch(self, *, sending: bool = True, receiving: bool = True) -> None:
         """Python is about to use the sending or the receiving half of the state."""
@@ -159,9 +164,8 @@ class NativeLink:
         self.receiving = self.receiving and not receiving
         routed, last_timestamp, last_time = 0, 0, 0.0
         if sent is not None:
-            sequence, packets, sent_bytes, last_timestamp, last_time, routed, errors = sent
+            sequence, packets, sent_bytes, last_timestamp, last_time, routed = sent
             self._stream.import_send_state(sequence, packets, sent_bytes, last_timestamp)
-            self.send_errors += errors
         last_received = None
         if taken is not None:
             *reception, packets, received_bytes, last_received = taken
@@ -227,4 +231,5 @@ class NativeLink:
         """Forget the socket (before it is closed); the state is released first."""
         self.wanted = False
         self.release()
+        self._errors += self.plane.native.take_errors(self.descriptor)
         self.plane.remove(self.descriptor)

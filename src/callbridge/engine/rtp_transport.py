@@ -411,7 +411,7 @@ class RtpTransport:
     @property
     def socket_errors(self) -> int:
         """Send and receive errors the sockets reported (e.g. ICMP port unreachable)."""
-        native_errors = 0 if self.native is None else self.native.send_errors
+        native_errors = 0 if self.native is None else self.native.errors
         return self._socket_errors + native_errors
 
     # ------------------------------------------------------------------ stats and close
