@@ -10,7 +10,11 @@ Relays, each a fresh process per session count, pinned to CPU 0 (`--relay-cpus`)
               range, driven over ng (bencode over UDP: offer, answer, delete; rtpengine_ng.py).
   callbridge  `python -m callbridge serve`, driven over its control WebSocket (one connection
               per session: session.create, endpoint.create_from_offer per party;
-              callbridge_relay.py).
+              callbridge_relay.py). Passthrough goes through its native forwarding plane
+              (set CALLBRIDGE_NATIVE_FORWARDING=false in the environment for the Python path).
+  floor       passthrough only: callbridge's `_forward` extension programmed directly, no
+              engine around it (plane_floor.py): one recvmmsg and one sendmmsg per packet in
+              C, the physical floor of a userspace relay on this machine.
 The load generator (rtp_load.py) is one process pinned to CPU 1 (`--generator-cpu`): every
 party of every session sends a 20 ms packet in real time at a random phase from its own
 socket, and matches what it receives to what was sent (sender, sequence and send time in the
@@ -69,6 +73,7 @@ from compare_report import (
     table,
     verdicts,
 )
+from plane_floor import FloorRelay
 from rtp_load import generator_entry, offer_sdp
 from rtpengine_ng import NgClient, Rtpengine, ensure_installed, version
 
@@ -111,7 +116,7 @@ SCENARIOS = {
         "passthrough",
         ("pcmu", "pcmu"),
         "payload",
-        ("rtpengine", "callbridge"),
+        ("rtpengine", "callbridge", "floor"),
         300,
         description="two parties, PCMU both ways, payload passed through",
     ),
@@ -313,6 +318,8 @@ async def measure_step(
     relay: Any
     if system == "rtpengine":
         relay = RtpengineRelay(relay_cpus, options.rtpengine_threads)
+    elif system == "floor":
+        relay = FloorRelay(relay_cpus)
     else:
         relay = CallbridgeRelay(
             relay_cpus, CALLBRIDGE_PORTS, options.generator_cpu, options.opus_complexity
@@ -541,7 +548,7 @@ def parse_arguments() -> argparse.Namespace:
         help="rtpengine num-threads (default: as many as relay CPUs)",
     )
     parser.add_argument(
-        "--systems", default="rtpengine,callbridge", help="relays to run (comma list)"
+        "--systems", default="rtpengine,callbridge,floor", help="relays to run (comma list)"
     )
     parser.add_argument(
         "--opus-complexity",

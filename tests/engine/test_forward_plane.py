@@ -102,8 +102,11 @@ def test_rewrite_and_accounting(rig: Rig) -> None:
     assert [item.timestamp for item in heard] == [2600 + 160 * n for n in range(6)]
     assert [item.marker for item in heard] == [True] + [False] * 5
     assert all(bytes(item.payload) == b"p" * 160 for item in heard)
+    routed, last_received = rig.plane.progress(rig.ours_b.fileno())  # rules stay armed
+    assert routed == 6 and last_received is None  # B has no receiver rule
+    assert rig.plane.progress(rig.ours_a.fileno())[1] > 0
     sent = rig.plane.disarm_sender(rig.ours_b.fileno())
-    assert sent[:4] == (106, 7, 160 * 7, 3400) and sent[5] == 6
+    assert sent[:4] == (106, 7, 160 * 7, 3400) and sent[5] == 0  # progress took the 6
     taken = rig.plane.disarm_receiver(rig.ours_a.fileno())
     max_sequence, cycles, received, _, previous, previous_timestamp, packets, size, _ = taken
     assert (max_sequence, cycles, received, previous_timestamp) == (16, 0, 11, 2400)

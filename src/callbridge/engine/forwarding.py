@@ -111,10 +111,10 @@ class ForwardingPlane:
         self.native.close()
 
 
-NativeRelease = Callable[[int, int, float, float | None], None]
-"""on_release(routed, last_timestamp, last_time, last_received): what the plane did while it held
-the rules: packets it sent for us (and the last one's RTP timestamp and time), and when it last
-took one in for us (None: it held no receiver rule)."""
+NativeRelease = Callable[[int, tuple[int, float] | None, float | None], None]
+"""on_release(routed, timeline, last_received): what the plane did while it held the rules:
+packets it sent for us, (RTP timestamp, time) of the last one when the sender rule came back
+(None otherwise), and when it last took one in for us (None: it held no receiver rule)."""
 
 
 class NativeLink:
@@ -155,6 +155,15 @@ class NativeLink:
         if self.wanted and self.on_rearm is not None:
             self.plane.rearm_soon(self.descriptor, self.on_rearm)
 
+    def progress(self) -> None:
+        """Report what the rules did so far (`on_release` with the routed packets and the last
+        arrival) without taking them back: the once-a-second look of housekeeping."""
+        if not (self.sending or self.receiving) or self.on_release is None:
+            return
+        routed, last_received = self.plane.native.progress(self.descriptor)
+        if routed or last_received is not None:
+            self.on_release(routed, None, last_received)
+
     def release(self, *, sending: bool = True, receiving: bool = True) -> None:
         """Take the rules back; the stream's state is exact again."""
         native = self.plane.native
@@ -162,10 +171,11 @@ class NativeLink:
         taken = native.disarm_receiver(self.descriptor) if receiving and self.receiving else None
         self.sending = self.sending and not sending
         self.receiving = self.receiving and not receiving
-        routed, last_timestamp, last_time = 0, 0, 0.0
+        routed, timeline = 0, None
         if sent is not None:
             sequence, packets, sent_bytes, last_timestamp, last_time, routed = sent
             self._stream.import_send_state(sequence, packets, sent_bytes, last_timestamp)
+            timeline = (last_timestamp, last_time) if routed else None
         last_received = None
         if taken is not None:
             *reception, packets, received_bytes, last_received = taken
@@ -173,7 +183,7 @@ class NativeLink:
                 tuple(reception), packets, received_bytes, last_received
             )
         if (sent or taken) and self.on_release is not None:
-            self.on_release(routed, last_timestamp, last_time, last_received)
+            self.on_release(routed, timeline, last_received)
 
     def arm_sending(self, offset: int, last_time: float) -> bool:
         """Let the plane send passthrough packets as the stream, with this timestamp offset."""

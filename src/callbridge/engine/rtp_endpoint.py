@@ -378,13 +378,12 @@ class RtpEndpoint(Endpoint):
             native.arm_sending(output.passthrough_offset, output.last_time)
 
     def _native_released(
-        self, routed: int, last_timestamp: int, last_time: float, last_received: float | None
+        self, routed: int, timeline: tuple[int, float] | None, last_received: float | None
     ) -> None:
-        if routed:
-            self.metrics.packets_routed_total += routed
-            self.metrics.packets_forwarded_native_total += routed
-            self.output.last_timestamp = last_timestamp
-            self.output.last_time = last_time
+        self.metrics.packets_routed_total += routed
+        self.metrics.packets_forwarded_native_total += routed
+        if timeline is not None:
+            self.output.last_timestamp, self.output.last_time = timeline
         if last_received is not None and last_received > self.last_inbound:
             self.last_inbound = last_received
 
@@ -560,8 +559,11 @@ class RtpEndpoint(Endpoint):
         return transport.dtmf_busy
 
     def housekeeping(self, now: float) -> None:
-        if self.transport is not None:
-            self.transport.touch_native()  # brings last_inbound and the counters up to date
+        native = None if self.transport is None else self.transport.native
+        if native is not None:
+            native.progress()  # last_inbound (media timeout) and the counters, rules kept
+            if native.wanted and not native.armed:
+                native.touch()
         for digit in self._detector.poll(now):
             self._report_digit(digit.digit, digit.duration_ms)
 
