@@ -30,6 +30,7 @@ from callbridge.media.dtls import DtlsError, DtlsSession, local_certificate
 from callbridge.media.g711 import ulaw_decode, ulaw_encode
 from callbridge.media.ice_checks import IceChecks
 from callbridge.media.ice_lite import IceLite
+from callbridge.media.jitter import JitterBuffer, Release
 from callbridge.media.pcm import FrameChunker
 from callbridge.media.rtp import RtpError, parse_rtp
 from callbridge.media.srtp import SrtpSession
@@ -54,6 +55,10 @@ PEER_CLOSE_GRACE_S: Final = 5.0
 """After the peer's DTLS close_notify, how long it may keep the WebSocket open (the binding
 closes the media first, then the WebSocket) before the media counts as failed."""
 _HOUSEKEEPING_S: Final = 1.0
+REORDER_PACKETS: Final = 2
+"""Inbound packets held behind a missing one before it counts as lost."""
+REORDER_MS: Final = 40.0
+"""How long the oldest of them may wait for it."""
 _RTP_HEADER: Final = struct.Struct("!BBHII")
 
 Address = tuple[Any, ...]
@@ -75,7 +80,10 @@ class WebRtcMedia(asyncio.DatagramProtocol):
     `secured` resolves when SRTP is keyed; frames handed over before that wait for it.
     Counters: `frames_dropped` (outgoing: queue full, media closed), `packets_dropped`
     (inbound: before the keys, failed SRTP, not PCMU, malformed),
-    `datagrams_ignored` (DTLS from an address ICE did not select, anything unknown).
+    `datagrams_ignored` (DTLS from an address ICE did not select, anything unknown); `reorder`
+    is the inbound reorder buffer (its `reordered`, `late`, `duplicate`, `lost` counters).
+    Inbound packets are put back in sequence order: in-order packets play at once, after a gap
+    later ones wait up to `REORDER_PACKETS` packets or `REORDER_MS` for the missing one.
     """
 
     def __init__(self, *, connect_timeout_s: float, consent_timeout_s: float) -> None:
@@ -101,6 +109,9 @@ class WebRtcMedia(asyncio.DatagramProtocol):
         self._check_timer: asyncio.TimerHandle | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
         self._inbound = FrameChunker(FRAME_BYTES)
+        self.reorder: JitterBuffer[memoryview] = JitterBuffer(
+            depth_packets=REORDER_PACKETS, max_delay_ms=REORDER_MS
+        )
         self.failure: str | None = None
         self.closed = False
         self.peer_closed = False
@@ -194,12 +205,20 @@ class WebRtcMedia(asyncio.DatagramProtocol):
             self.packets_dropped += 1
             return
         self.packets_received += 1
-        pcm = ulaw_decode(packet.payload)
-        if len(pcm) == FRAME_BYTES and not self._inbound.pending_bytes:
-            self.on_audio(pcm)
-            return
-        for frame in self._inbound.push(pcm):
-            self.on_audio(frame)
+        released = self.reorder.push(packet.sequence, packet.payload, time.monotonic(), packet.ssrc)
+        self._play(released)
+
+    def _play(self, released: Release[memoryview]) -> None:
+        """Released packets in order; a lost one is skipped (the handler hears a gap)."""
+        for _, payload in released:
+            if payload is None:
+                continue
+            pcm = ulaw_decode(payload)
+            if len(pcm) == FRAME_BYTES and not self._inbound.pending_bytes:
+                self.on_audio(pcm)
+                continue
+            for frame in self._inbound.push(pcm):
+                self.on_audio(frame)
 
     def _receive_stun(self, data: bytes, address: Address) -> None:
         try:
@@ -362,6 +381,8 @@ class WebRtcMedia(asyncio.DatagramProtocol):
 
     def _housekeep(self) -> None:
         now = time.monotonic()
+        if self.reorder.held:
+            self._play(self.reorder.tick(now))  # the end of a talk spurt behind a gap
         if self.srtp is None and now > self._connect_deadline:
             self._fail("WebRTC media did not connect in time (ICE or DTLS)")
             return
