@@ -45,8 +45,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Capacity side by side with rtpengine (installs Debian's rtpengine-daemon if missing), then
-# RTVBP calls per worker, then what a phone hears through PCMU <-> Opus on each. Figures only;
-# see docs/performance.md.
+# RTVBP calls per worker on the aiohttp and the picows (rtvbp.fast_listen) listener, each next
+# to its bare WebSocket echo, then what a phone hears through PCMU <-> Opus on each. Figures
+# only; see docs/performance.md.
 bench: $(STAMP)
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy  # profile summaries
 	$(BIN)/python benchmarks/rtpengine_compare.py $(ARGS)

@@ -1,268 +1,145 @@
 """RTVBP capacity of one worker process: N paced voice calls against the echo application.
 
-    .venv/bin/python benchmarks/rtvbp_echo.py                 # search N upward, ~3 minutes
-    .venv/bin/python benchmarks/rtvbp_echo.py --calls 500     # one size only
+    .venv/bin/python benchmarks/rtvbp_echo.py                   # both listeners, N upward
+    .venv/bin/python benchmarks/rtvbp_echo.py --calls 500       # one size only
+    .venv/bin/python benchmarks/rtvbp_echo.py --listener fast --calls 1000 --calls 2000
 
-The server is a real `callbridge serve callbridge.apps.echo:app` process pinned to CPU 0; the
-load generator is a separate process pinned to CPU 1. Each generated call does the RTVBP
-handshake (session.initialize, session.updated), then sends one 320-byte L16/8000 frame every
-20 ms at a random phase and matches each echoed frame by a sequence number in its first bytes.
-Beside it, in the same run and at the same N, a bare aiohttp WebSocket echo (no protocol) is the
-floor; our cost is printed as a ratio to it. Figures only: nothing here passes or fails.
+The server is a real `callbridge serve callbridge.apps.echo:app` process pinned to CPU 0. Its
+RTVBP path is measured on two listeners (`--listener shared|fast|both`): "shared" is the aiohttp
+listener (`--listen`), "fast" the picows listener (`rtvbp.fast_listen`, on a port of its own).
+The load generator is `ws_load.py` (picows clients, `--generators` processes, pinned to the
+CPUs other than 0): each call does the RTVBP handshake (session.initialize, session.updated),
+then sends one 320-byte L16/8000 frame every 20 ms at a random phase, each echo matched by the
+send time it carries. Beside each listener, in the same run and at the same N, the bare echo of
+its WebSocket stack (`websocket_floor.py`: no protocol, no SDK) is the floor: aiohttp for the
+shared listener, picows for the fast one. Figures only: nothing here passes or fails.
 
-Reported per N: server CPU per call (% of one core) and per frame (µs, receive + send), server
-RSS per call, p50/p99 frame turnaround (send to echo received) and lost frames. The search
-stops at the first N whose p99 exceeds 20 ms or that loses frames.
+Printed per N and listener: server CPU (% of one core) and µs per echoed frame (receive + send)
+of the floor and of callbridge, callbridge's ratio to its floor, p50/p99 turnaround (send to
+echo received), lost frames, the generator's own CPU (near 100 % of its cores: the generator,
+not the server, was the limit) and server RSS per call. Without --calls, N grows until a
+listener's p99 exceeds 20 ms or it loses frames. Last, one line per listener: the largest N
+within that bound, and the issue's target (1000 calls per worker at p99 <= 20 ms, no loss, at
+<= 1.3x the fastest floor of the same N) read off the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
-import struct
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ws_load import INITIALIZE, UPDATED, free_port, wait_for_port
+import websocket_floor
+import ws_load
+from websocket_floor import Step
 
-FRAME_BYTES = 320
-FRAME_SECONDS = 0.020
-HEADER = struct.Struct("<Id")  # sequence number, send time (perf_counter seconds)
-BARE_ECHO_SERVER = """
-import asyncio, sys, uvloop
-from aiohttp import web, WSMsgType
-async def echo(request):
-    ws = web.WebSocketResponse(protocols=("rtvbp.v1",), compress=False)
-    await ws.prepare(request)
-    async for message in ws:
-        if message.type == WSMsgType.BINARY:
-            await ws.send_bytes(message.data)
-        elif message.type == WSMsgType.TEXT and '"session.initialize"' in message.data:
-            request_id = message.data.split('"id":"', 1)[1].split('"', 1)[0]
-            await ws.send_str('{"version":"1","response":"%s","result":{}}' % request_id)
-    return ws
-app = web.Application()
-app.router.add_get("/rtvbp", echo)
-uvloop.install()
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
-"""
+ECHO_APPLICATION = "callbridge.apps.echo:app"
+FAST_LISTEN_ENV = "CALLBRIDGE_RTVBP__FAST_LISTEN"
+FLOOR_STACK = {"shared": "aiohttp", "fast": "picows"}
+"""The bare echo each listener is compared with: the WebSocket library it is built on."""
+P99_BOUND_MS = 20.0
+TARGET_CALLS = 1000
+TARGET_RATIO = 1.3
+SATURATED_SHARE = 0.9
+"""A generator at this share of its cores or more is taken as the limit of the step."""
+DEFAULT_SIZES = [250, 500, 750, 1000, 1500, 2000]
 
 
-@dataclass
-class Measurement:
-    calls: int
-    connected: int
-    cpu_percent: float
-    us_per_frame: float
-    rss_kib_per_call: float
-    p50_ms: float
-    p99_ms: float
-    lost: int
-    sent: int
+def start_callbridge(
+    port: int, fast_port: int | None, application: str = ECHO_APPLICATION, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`callbridge serve` on CPU 0, with the fast RTVBP listener on `fast_port` when given."""
+    command = [sys.executable, "-m", "callbridge", "serve", application]
+    command += ["--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+    env = {key: value for key, value in os.environ.items() if key != FAST_LISTEN_ENV}
+    ports = [port]
+    if fast_port is not None:
+        # JSON: a nested list setting is not read from a plain "host:port" in the environment.
+        env[FAST_LISTEN_ENV] = json.dumps([f"127.0.0.1:{fast_port}"])
+        ports.append(fast_port)
+    return websocket_floor.start_process(command, *ports, env=env, cwd=cwd)
 
 
-# -- load generator (runs in its own process) ---------------------------------------------------
-
-
-async def generate(url: str, calls: int, warmup_s: float, duration_s: float) -> None:
-    import aiohttp
-
-    latencies: list[float] = []
-    counts = {"sent": 0, "received": 0}
-    window = {"since": float("inf")}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        sockets = await asyncio.gather(
-            *(open_call(http, url, index) for index in range(calls)), return_exceptions=True
-        )
-        live = [ws for ws in sockets if not isinstance(ws, BaseException)]
-        readers = [asyncio.create_task(read_echoes(ws, latencies, counts, window)) for ws in live]
-        payload = bytes(FRAME_BYTES - HEADER.size)
-        phases = sorted((random.random() * FRAME_SECONDS, index) for index in range(len(live)))
-        sequence = 0
-        start = time.perf_counter()
-        next_tick = start
-        measure_at = start + warmup_s
-        stop_at = measure_at + duration_s
-        while True:
-            now = time.perf_counter()
-            if now >= stop_at:
-                break
-            if window["since"] == float("inf") and now >= measure_at:
-                window["since"] = now
-                print("MEASURE_START", flush=True)
-            tick_start = next_tick
-            for phase, index in phases:
-                delay = tick_start + phase - time.perf_counter()
-                if delay > 0.0005:
-                    await asyncio.sleep(delay)
-                frame = HEADER.pack(sequence, time.perf_counter()) + payload
-                try:
-                    await live[index].send_bytes(frame)
-                except ConnectionError:
-                    continue
-                if now >= window["since"]:
-                    counts["sent"] += 1
-            sequence += 1
-            next_tick += FRAME_SECONDS
-            delay = next_tick - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await asyncio.sleep(0.2)  # let the last echoes arrive
-        print("MEASURE_END", flush=True)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*(ws.close() for ws in live), return_exceptions=True)
-    latencies.sort()
-    result = {
-        "connected": len(live),
-        "sent": counts["sent"],
-        "received": counts["received"],
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-    }
-    print("RESULT " + json.dumps(result), flush=True)
-
-
-async def open_call(http: object, url: str, index: int) -> object:
-    import aiohttp
-
-    assert isinstance(http, aiohttp.ClientSession)
-    ws = await http.ws_connect(url, protocols=("rtvbp.v1",), compress=0, autoping=True)
-    await ws.send_str(INITIALIZE.format(call=index))
-    while True:
-        message = await ws.receive(timeout=30)
-        if message.type == aiohttp.WSMsgType.TEXT and '"response"' in message.data:
-            break
-    await ws.send_str(UPDATED.format(call=index))
-    return ws
-
-
-async def read_echoes(
-    ws: object, latencies: list[float], counts: dict[str, int], window: dict[str, float]
-) -> None:
-    """Match echoes of frames sent inside the measurement window (by their send time)."""
-    import aiohttp
-
-    assert isinstance(ws, aiohttp.ClientWebSocketResponse)
-    async for message in ws:
-        if message.type != aiohttp.WSMsgType.BINARY:
-            continue
-        _, sent_at = HEADER.unpack_from(message.data)
-        if sent_at >= window["since"]:
-            latencies.append(time.perf_counter() - sent_at)
-            counts["received"] += 1
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(len(values) * fraction))]
-
-
-# -- orchestration ---------------------------------------------------------------------------------
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
-    if kind == "callbridge":
-        command = [
-            sys.executable,
-            "-m",
-            "callbridge",
-            "serve",
-            "callbridge.apps.echo:app",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ]
-    else:
-        command = [sys.executable, "-c", BARE_ECHO_SERVER, str(port)]
-    server = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
-    wait_for_port(port)
-    return server
-
-
-def measure(kind: str, calls: int, warmup_s: float, duration_s: float) -> Measurement:
-    port = free_port()
-    server = start_server(kind, port)
+def measure_callbridge(
+    listener: str,
+    calls: int,
+    options: argparse.Namespace,
+    *,
+    label: str | None = None,
+    application: str = ECHO_APPLICATION,
+    cwd: Path | None = None,
+) -> Step:
+    """RTVBP calls on `listener` ("shared" or "fast") of a fresh callbridge server."""
+    port = ws_load.free_port()
+    fast_port = None
+    if listener == "fast":
+        fast_port = ws_load.free_port()
+        while fast_port == port:
+            fast_port = ws_load.free_port()
+    server = start_callbridge(port, fast_port, application, cwd)
+    url = f"ws://127.0.0.1:{fast_port or port}/rtvbp"
     try:
-        idle_rss = process_rss_kib(server.pid)
-        generator = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--generate",
-                f"ws://127.0.0.1:{port}/rtvbp",
-                "--calls",
-                str(calls),
-                "--warmup",
-                str(warmup_s),
-                "--duration",
-                str(duration_s),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=lambda: os.sched_setaffinity(0, {1}),
+        return websocket_floor.measure(
+            label or f"callbridge {listener}", server, url, calls, options, rtvbp=True
         )
-        assert generator.stdout is not None
-        cpu_start = wall_start = cpu_end = wall_end = 0.0
-        rss = idle_rss
-        result: dict[str, float] = {}
-        for line in generator.stdout:
-            if line.startswith("MEASURE_START"):
-                cpu_start, wall_start = process_cpu_seconds(server.pid), time.monotonic()
-            elif line.startswith("MEASURE_END"):
-                cpu_end, wall_end = process_cpu_seconds(server.pid), time.monotonic()
-                rss = process_rss_kib(server.pid)
-            elif line.startswith("RESULT "):
-                result = json.loads(line[7:])
-        generator.wait()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    seconds = max(wall_end - wall_start, 1e-9)
-    cpu = cpu_end - cpu_start
-    received = int(result.get("received", 0))
-    connected = int(result.get("connected", 0))
-    return Measurement(
-        calls=calls,
-        connected=connected,
-        cpu_percent=cpu / seconds * 100,
-        us_per_frame=cpu / max(received, 1) * 1e6,
-        rss_kib_per_call=(rss - idle_rss) / max(connected, 1),
-        p50_ms=float(result.get("p50_ms", float("nan"))),
-        p99_ms=float(result.get("p99_ms", float("nan"))),
-        lost=int(result.get("sent", 0)) - received,
-        sent=int(result.get("sent", 0)),
-    )
+        websocket_floor.stop_process(server)
 
 
-def row(label: str, m: Measurement, floor: Measurement | None) -> str:
-    ratio = f"{m.us_per_frame / floor.us_per_frame:5.2f}x" if floor else "   --"
+def within_bound(step: Step) -> bool:
+    load = step.load
+    return load.connected == step.calls and load.lost == 0 and load.p99_ms <= P99_BOUND_MS
+
+
+def saturated(step: Step) -> bool:
+    """The step's generator (not the server) may have been the limit."""
+    return step.generator_percent >= SATURATED_SHARE * 100 * len(websocket_floor.generator_cpus())
+
+
+def brief(step: Step) -> str:
+    load = step.load
     return (
-        f"{label:<11} {m.calls:>5} {m.connected:>5} {m.cpu_percent:7.1f} % "
-        f"{m.cpu_percent / max(m.connected, 1):7.3f} % {m.us_per_frame:8.1f} {ratio} "
-        f"{m.rss_kib_per_call:7.1f} {m.p50_ms:7.2f} {m.p99_ms:7.2f} {m.lost:>6}/{m.sent}"
+        f"{step.label} p99 {load.p99_ms:.1f} ms, {load.lost} lost,"
+        f" {load.connected}/{step.calls} connected, generator {step.generator_percent:.0f} %"
     )
+
+
+def ratios(ours: Step, floor: Step, best: Step) -> str:
+    """callbridge's µs per frame over its own floor's and, when another was cheaper, that one's."""
+    text = f"{ours.us_per_frame / floor.us_per_frame:.2f}x the {floor.label} echo"
+    if best is not floor:
+        text += f", {ours.us_per_frame / best.us_per_frame:.2f}x the {best.label} echo"
+    return text
+
+
+def summary(listener: str, steps: list[tuple[Step, Step]], fastest: dict[int, Step]) -> str:
+    """The largest N within the bound, and the target read off the figures (no pass/fail)."""
+    passing = [(ours, floor) for ours, floor in steps if within_bound(ours)]
+    line = f"{listener} listener: largest N with p99 <= {P99_BOUND_MS:.0f} ms and no loss: "
+    if not passing:
+        line += "none of the sizes run"
+    else:
+        ours, floor = max(passing, key=lambda pair: pair[0].calls)
+        line += f"{ours.calls}, {ratios(ours, floor, fastest[ours.calls])}"
+    line += f"; target {TARGET_CALLS} calls at <= {TARGET_RATIO}x the fastest floor: "
+    at_target = [(ours, floor) for ours, floor in steps if ours.calls >= TARGET_CALLS]
+    if not at_target:
+        return line + f"not decided: no step at >= {TARGET_CALLS} calls"
+    ours, floor = min(at_target, key=lambda pair: pair[0].calls)
+    best = fastest[ours.calls]
+    figures = f"at {ours.calls}: {brief(ours)}, {ratios(ours, floor, best)}"
+    if within_bound(ours):
+        met = ours.us_per_frame / best.us_per_frame <= TARGET_RATIO
+        return line + ("met" if met else "MISSED") + f" ({figures})"
+    if not within_bound(best) or saturated(ours) or saturated(best):
+        return line + f"not decided: the generator/floor saturated ({figures}; {brief(best)})"
+    if floor is not best and not within_bound(floor):
+        figures += f"; the bare {floor.label} echo misses the bound too: {brief(floor)}"
+    return line + f"MISSED ({figures})"
 
 
 def main() -> None:
@@ -272,39 +149,45 @@ def main() -> None:
     parser.add_argument(
         "--calls", type=int, action="append", help="call counts to run (repeatable)"
     )
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per step")
-    parser.add_argument("--generate", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--listener",
+        choices=("shared", "fast", "both"),
+        default="both",
+        help="the aiohttp listener, the picows one (rtvbp.fast_listen), or both (default)",
+    )
+    websocket_floor.add_load_options(parser)
     options = parser.parse_args()
-    if options.generate:
-        import uvloop
-
-        uvloop.install()
-        asyncio.run(generate(options.generate, options.calls[0], options.warmup, options.duration))
-        return
+    listeners = ["fast", "shared"] if options.listener == "both" else [options.listener]
     if len(os.sched_getaffinity(0)) < 2:
         print("note: fewer than 2 CPUs; server and load generator share a core", file=sys.stderr)
-    sizes = options.calls or [250, 500, 750, 1000, 1250, 1500]
-    print(f"RTVBP echo, L16/8000 20 ms frames, {options.duration:.0f} s measured per step")
     print(
-        "server      calls  conn   CPU      CPU/call   us/frame ratio"
-        "  RSS/call   p50ms   p99ms   lost"
+        f"RTVBP echo, L16/8000 20 ms frames, server on CPU 0, {options.generators} generator"
+        f" processes on CPUs {sorted(websocket_floor.generator_cpus())},"
+        f" {options.duration:.0f} s measured per step; ratio: callbridge to its floor"
     )
-    largest_within_bound = 0
-    for calls in sizes:
-        floor = measure("bare", calls, options.warmup, options.duration)
-        ours = measure("callbridge", calls, options.warmup, options.duration)
-        print(row("bare-echo", floor, None), flush=True)
-        print(row("callbridge", ours, floor), flush=True)
-        within = ours.connected == calls and ours.lost == 0 and ours.p99_ms <= 20.0
-        if within:
-            largest_within_bound = calls
-        elif options.calls is None:
+    print(websocket_floor.HEADING)
+    steps: dict[str, list[tuple[Step, Step]]] = {listener: [] for listener in listeners}
+    fastest: dict[int, Step] = {}
+    searching = set(listeners)
+    for calls in options.calls or DEFAULT_SIZES:
+        if not searching:
             break
-    print(
-        "largest N with p99 <= 20 ms and no loss:",
-        largest_within_bound or "none of the sizes run",
-    )
+        floors: list[Step] = []
+        for listener in listeners:
+            if listener not in searching:
+                continue
+            floor = websocket_floor.measure_floor(FLOOR_STACK[listener], calls, options)
+            ours = measure_callbridge(listener, calls, options)
+            print(websocket_floor.row(floor, None), flush=True)
+            print(websocket_floor.row(ours, floor), flush=True)
+            steps[listener].append((ours, floor))
+            floors.append(floor)
+            if options.calls is None and not within_bound(ours):
+                searching.discard(listener)
+        fastest[calls] = min(floors, key=lambda step: step.us_per_frame)
+    print()
+    for listener in listeners:
+        print(summary(listener, steps[listener], fastest))
     import rtvbp_envelope
 
     print("\ncontrol message codec (classic.v1), per message:")

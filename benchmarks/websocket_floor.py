@@ -11,8 +11,9 @@ cost; `rtvbp_echo.py` puts callbridge's RTVBP next to it.
 
 Printed per stack and N: server CPU (% of one core) and µs per echoed frame (receive + send),
 the ratio to the cheapest stack of the same N, p50/p99 turnaround (send to echo received), lost
-frames, and the generator's own CPU (% of one core, all its processes): a generator near 100 %
-per process means the figures describe the generator, not the server. Figures only.
+frames, the generator's own CPU (% of one core, all its processes): a generator near 100 %
+per process means the figures describe the generator, not the server; and the server's RSS
+growth per call. Figures only.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class Step:
     load: ws_load.LoadResult
     server_cpu_seconds: float
     seconds: float
+    rss_kib_growth: int = 0
+    """Server RSS at the end of the window minus before the calls were opened."""
 
     @property
     def cpu_percent(self) -> float:
@@ -128,10 +131,21 @@ class Step:
     def generator_percent(self) -> float:
         return self.load.generator_cpu_seconds / self.seconds * 100
 
+    @property
+    def rss_kib_per_call(self) -> float:
+        return self.rss_kib_growth / max(self.load.connected, 1)
+
 
 def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def generator_cpus() -> set[int]:
@@ -148,13 +162,14 @@ def measure(
     rtvbp: bool = False,
 ) -> Step:
     """Drive `server` (already listening) with `calls` and take its CPU over the window."""
-    marks: dict[str, float] = {}
+    marks: dict[str, float] = {"rss0": process_rss_kib(server.pid)}
 
     def start() -> None:
         marks["cpu0"], marks["wall0"] = process_cpu_seconds(server.pid), time.monotonic()
 
     def end() -> None:
         marks["cpu1"], marks["wall1"] = process_cpu_seconds(server.pid), time.monotonic()
+        marks["rss1"] = process_rss_kib(server.pid)
 
     load = ws_load.spawn_generators(
         url,
@@ -169,13 +184,27 @@ def measure(
     )
     seconds = marks.get("wall1", 0.0) - marks.get("wall0", 0.0)
     return Step(
-        label, calls, load, marks.get("cpu1", 0.0) - marks.get("cpu0", 0.0), max(seconds, 1e-9)
+        label,
+        calls,
+        load,
+        marks.get("cpu1", 0.0) - marks.get("cpu0", 0.0),
+        max(seconds, 1e-9),
+        int(marks.get("rss1", marks["rss0"]) - marks["rss0"]),
     )
 
 
-def start_process(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
-    ws_load.wait_for_port(port)
+def start_process(
+    command: list[str],
+    *ports: int,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server pinned to CPU 0 and wait until it listens on every one of `ports`."""
+    server = subprocess.Popen(
+        command, env=env, cwd=cwd, preexec_fn=lambda: os.sched_setaffinity(0, {0})
+    )
+    for port in ports:
+        ws_load.wait_for_port(port)
     return server
 
 
@@ -198,17 +227,18 @@ def measure_floor(stack: str, calls: int, options: argparse.Namespace) -> Step:
 
 
 HEADING = (
-    "stack            calls  conn  server CPU  us/frame  ratio   p50ms   p99ms      lost"
-    "  generator CPU"
+    "stack              calls  conn  server CPU  us/frame  ratio   p50ms   p99ms      lost"
+    "  generator CPU  RSS/call"
 )
 
 
-def row(step: Step, fastest: Step | None) -> str:
-    ratio = f"{step.us_per_frame / fastest.us_per_frame:5.2f}x" if fastest else "   --"
+def row(step: Step, base: Step | None) -> str:
+    """One table line; the ratio is of µs per frame to `base` (none: "--")."""
+    ratio = f"{step.us_per_frame / base.us_per_frame:5.2f}x" if base else "   --"
     return (
-        f"{step.label:<16} {step.calls:>5} {step.load.connected:>5} {step.cpu_percent:9.1f} %"
+        f"{step.label:<18} {step.calls:>5} {step.load.connected:>5} {step.cpu_percent:9.1f} %"
         f" {step.us_per_frame:9.1f} {ratio} {step.load.p50_ms:7.2f} {step.load.p99_ms:7.2f}"
-        f" {step.load.lost:>9} {step.generator_percent:9.1f} %"
+        f" {step.load.lost:>9} {step.generator_percent:9.1f} % {step.rss_kib_per_call:6.1f} KiB"
     )
 
 
