@@ -265,7 +265,7 @@ static void drain_sockets(void)
                 if (got < 0) {
                     if (errno == EINTR || errno == ECONNREFUSED)
                         continue; /* an ICMP error reported on the socket: consumed */
-                    break;        /* EAGAIN: nothing more queued */
+                    break;        /* EAGAIN: nothing more queued (edge-triggered: drained) */
                 }
                 for (int m = 0; m < got; m++) {
                     int64_t arrival = 0;
@@ -438,7 +438,7 @@ int main(void)
     int on = 1;
     for (int i = 0; i < leg_count; i++) {
         setsockopt(legs[i].fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
-        struct epoll_event event = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        struct epoll_event event = {.events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)i};
         if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, legs[i].fd, &event) < 0)
             fail("epoll_ctl failed (is every fd a socket passed to this process?)");
     }
