@@ -32,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -296,14 +298,69 @@ static int compare_ns(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* numpy.percentile (linear) of sorted values, in ms. */
-static double percentile_ms(const int64_t *sorted, size_t length, double q)
+static void swap_ns(int64_t *a, int64_t *b)
 {
+    int64_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Rearranges values[0, length) so that values[k] is the k-th smallest, none after it smaller
+ * (quickselect, median-of-three pivot): linear time, so a window of a million latencies does
+ * not hold up the sending for long. */
+static void select_kth(int64_t *values, size_t length, size_t k)
+{
+    size_t low = 0, high = length - 1;
+    while (high > low) {
+        size_t middle = low + (high - low) / 2;
+        if (values[middle] < values[low])
+            swap_ns(&values[middle], &values[low]);
+        if (values[high] < values[low])
+            swap_ns(&values[high], &values[low]);
+        if (values[high] < values[middle])
+            swap_ns(&values[high], &values[middle]);
+        int64_t pivot = values[middle];
+        size_t i = low, j = high;
+        while (i <= j) {
+            while (values[i] < pivot)
+                i++;
+            while (values[j] > pivot)
+                j--;
+            if (i <= j) {
+                swap_ns(&values[i], &values[j]);
+                i++;
+                if (j == 0)
+                    break;
+                j--;
+            }
+        }
+        if (k <= j)
+            high = j;
+        else if (k >= i)
+            low = i;
+        else
+            return; /* between j and i: equal to the pivot */
+    }
+}
+
+/* numpy.percentile (linear interpolation) of values in ns, in ms; reorders values. */
+static double percentile_ms(int64_t *values, size_t length, double q)
+{
+    if (length == 0)
+        return NAN;
     double rank = q / 100.0 * (double)(length - 1);
     size_t below = (size_t)rank;
     double fraction = rank - (double)below;
-    double low = (double)sorted[below];
-    double high = below + 1 < length ? (double)sorted[below + 1] : low;
+    select_kth(values, length, below);
+    double low = (double)values[below];
+    double high = low;
+    if (below + 1 < length) {
+        int64_t next = values[below + 1];
+        for (size_t i = below + 2; i < length; i++)
+            if (values[i] < next)
+                next = values[i];
+        high = (double)next;
+    }
     return (low + (high - low) * fraction) / 1e6;
 }
 
@@ -315,12 +372,12 @@ static void print_ms(double value)
         printf("%.6f", value);
 }
 
-static void print_percentiles(const int64_t *sorted, size_t length)
+static void print_percentiles(int64_t *values, size_t length)
 {
     printf("[%zu, ", length);
-    print_ms(length ? percentile_ms(sorted, length, 50) : NAN);
+    print_ms(percentile_ms(values, length, 50));
     fputs(", ", stdout);
-    print_ms(length ? percentile_ms(sorted, length, 99) : NAN);
+    print_ms(percentile_ms(values, length, 99));
     fputs("]", stdout);
 }
 
@@ -329,10 +386,8 @@ static void report(int index)
 {
     struct window *w = &windows[index];
     size_t matched = 0;
-    for (int c = 0; c < codec_count; c++) {
-        qsort(w->latency[c].values, w->latency[c].length, sizeof(int64_t), compare_ns);
+    for (int c = 0; c < codec_count; c++)
         matched += w->latency[c].length;
-    }
     int64_t *all = realloc(scratch, (matched ? matched : 1) * sizeof *all);
     if (all == NULL)
         fail("out of memory");
@@ -343,14 +398,13 @@ static void report(int index)
             memcpy(all + at, w->latency[c].values, w->latency[c].length * sizeof *all);
         at += w->latency[c].length;
     }
-    qsort(all, matched, sizeof *all, compare_ns);
     qsort(w->lags.values, w->lags.length, sizeof(int64_t), compare_ns);
     printf("{\"window\": %d, \"sent\": %lld, \"received\": %lld, \"expected\": %lld, "
            "\"matched\": %zu, \"unmatched\": 0, \"corrupt\": %lld, \"p50\": ",
            index, w->sent, w->arrived, w->sent, matched, w->corrupt);
-    print_ms(matched ? percentile_ms(all, matched, 50) : NAN);
+    print_ms(percentile_ms(all, matched, 50));
     fputs(", \"p99\": ", stdout);
-    print_ms(matched ? percentile_ms(all, matched, 99) : NAN);
+    print_ms(percentile_ms(all, matched, 99));
     printf(", \"generator_cpu\": %.6f, \"send_lag_p99_ms\": ", w->cpu_share);
     if (w->lags.length) {
         print_ms(percentile_ms(w->lags.values, w->lags.length, 99));
@@ -429,8 +483,39 @@ static void read_configuration(void)
     }
 }
 
+static int event;      /* the next of 3 per window: start, stop, report */
+static int collecting = -1; /* the window whose slot lags are being kept */
+static int64_t cpu_at_start;
+
+/* The events due at `now`, in order; with `reports` 0 it stops at the first report. */
+static void run_events(int64_t now, int reports)
+{
+    for (; event < 3 * window_count; event++) {
+        int window = event / 3, kind = event % 3;
+        int64_t at = first_start + window * period + (kind ? duration_ns : 0) +
+                     (kind == 2 ? drain_ns : 0);
+        if (at > now || (kind == 2 && !reports))
+            return;
+        if (kind == 0) {
+            fputs("start\n", stdout);
+            fflush(stdout);
+            cpu_at_start = cpu_ns();
+            collecting = window;
+        } else if (kind == 1) {
+            fputs("stop\n", stdout);
+            fflush(stdout);
+            windows[window].cpu_share = (double)(cpu_ns() - cpu_at_start) / (double)duration_ns;
+            collecting = -1;
+        } else {
+            drain_sockets();
+            report(window);
+        }
+    }
+}
+
 int main(void)
 {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the Python side gone: stop sending */
     read_configuration();
     epoll_fd = epoll_create1(0);
     if (epoll_fd < 0)
@@ -473,9 +558,6 @@ int main(void)
     if (windows == NULL)
         fail("out of memory");
 
-    int event = 0; /* 3 per window: start, stop, report */
-    int collecting = -1;
-    int64_t cpu_at_start = 0;
     int64_t slot_ns = FRAME_NS / slots;
     for (int64_t frame = 0; event < 3 * window_count; frame++) {
         for (int s = 0; s < slots && event < 3 * window_count; s++) {
@@ -485,30 +567,12 @@ int main(void)
             int64_t now = realtime_ns();
             if (collecting >= 0)
                 push(&windows[collecting].lags, now - scheduled);
+            /* A window's start and stop before the slot's sends (they are on time for the
+             * parent's CPU sampling); its report after them. */
+            run_events(now, 0);
             for (int m = slot_start[s]; m < slot_start[s + 1]; m++)
                 send_packet(members[m]);
-            for (; event < 3 * window_count; event++) {
-                int window = event / 3, kind = event % 3;
-                int64_t at = first_start + window * period + (kind ? duration_ns : 0) +
-                             (kind == 2 ? drain_ns : 0);
-                if (at > now)
-                    break;
-                if (kind == 0) {
-                    fputs("start\n", stdout);
-                    fflush(stdout);
-                    cpu_at_start = cpu_ns();
-                    collecting = window;
-                } else if (kind == 1) {
-                    fputs("stop\n", stdout);
-                    fflush(stdout);
-                    windows[window].cpu_share =
-                        (double)(cpu_ns() - cpu_at_start) / (double)duration_ns;
-                    collecting = -1;
-                } else {
-                    drain_sockets();
-                    report(window);
-                }
-            }
+            run_events(now, 1);
             drain_sockets();
         }
     }
