@@ -24,6 +24,17 @@ then) and, `DRAIN_S` after the end, the window's figures (a dict). Figures inclu
 generator's own health (its CPU share and how late its send slots ran), so a caller can tell
 when the load generator, not the relay, is the limit.
 
+The payload method (without webrtc parties) runs natively: benchmarks/rtp_blast.c, compiled
+with gcc -O2 on first use into ~/.cache/callbridge-bench/ (one binary per source version), runs
+as a child of the generator process. That process still opens the sockets and speaks the pipe
+protocol below; the C program inherits the sockets, sends (sendto per packet, clock_nanosleep
+between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS) and measures exactly as the
+Python generator does (same packets, windows and figures), at a fraction of the CPU: the Python
+generator is at its limit near 300 passthrough sessions. It prints "start" / "stop" and a JSON
+line of figures per window, which this process forwards to the pipe. The environment variable
+CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the default)
+uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
+
 A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
 connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it
 receives with SRTP, as a browser would; its figures count as "opus".
