@@ -576,5 +576,11 @@ int main(void)
             drain_sockets();
         }
     }
+    free(members);
+    free(slot_start);
+    free(scratch);
+    free(windows);
+    free(legs);
+    close(epoll_fd);
     return 0;
 }

@@ -29,11 +29,13 @@ with gcc -O2 on first use into ~/.cache/callbridge-bench/ (one binary per source
 as a child of the generator process. That process still opens the sockets and speaks the pipe
 protocol below; the C program inherits the sockets, sends (sendto per packet, clock_nanosleep
 between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS) and measures exactly as the
-Python generator does (same packets, windows and figures), at a fraction of the CPU: the Python
-generator is at its limit near 300 passthrough sessions. It prints "start" / "stop" and a JSON
-line of figures per window, which this process forwards to the pipe. The environment variable
-CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the default)
-uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
+Python generator does (same packets, windows and figures) at less than half its CPU: the
+Python one runs late beyond about 300 passthrough sessions on one core, the C one paces about
+1000, where the kernel's own UDP work per packet is the limit (about 7 us per packet sent and
+received on the benchmark VM, over 90 % of the C program's time). It prints "start" / "stop"
+and a JSON line of figures per window, which this process forwards to the pipe. The environment
+variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the
+default) uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
 
 A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
 connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it
