@@ -24,6 +24,19 @@ then) and, `DRAIN_S` after the end, the window's figures (a dict). Figures inclu
 generator's own health (its CPU share and how late its send slots ran), so a caller can tell
 when the load generator, not the relay, is the limit.
 
+The payload method (without webrtc parties) runs natively: benchmarks/rtp_blast.c, compiled
+with gcc -O2 on first use into ~/.cache/callbridge-bench/ (one binary per source version), runs
+as a child of the generator process. That process still opens the sockets and speaks the pipe
+protocol below; the C program inherits the sockets, sends (sendto per packet, clock_nanosleep
+between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS) and measures exactly as the
+Python generator does (same packets, windows and figures) at less than half its CPU: the
+Python one runs late beyond about 300 passthrough sessions on one core, the C one paces about
+1000, where the kernel's own UDP work per packet is the limit (about 7 us per packet sent and
+received on the benchmark VM, over 90 % of the C program's time). It prints "start" / "stop"
+and a JSON line of figures per window, which this process forwards to the pipe. The environment
+variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the
+default) uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
+
 A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
 connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it
 receives with SRTP, as a browser would; its figures count as "opus".
@@ -38,15 +51,21 @@ then "start", "stop", figures per window.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import random
 import resource
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +111,12 @@ _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 """Linux: the kernel stamps each datagram's arrival (CLOCK_REALTIME, struct timespec)."""
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
+GENERATOR_SWITCH = "CALLBRIDGE_BENCH_GENERATOR"
+"""Environment: "python" runs the Python generator for every method; "native" (the default)
+runs rtp_blast.c for the payload method when it compiles."""
+_NATIVE_SOURCE = Path(__file__).resolve().with_name("rtp_blast.c")
+PAUSE_S = 0.3
+"""After the activation send, before the load starts."""
 
 
 def offer_sdp(codec: str, port: int, payload_type: int | None = None) -> str:
@@ -212,15 +237,21 @@ class _Leg:
             setattr(self, name, [0] * windows.count)
         self.latencies = [[] for _ in range(windows.count)]
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> int:
+    def bind(self) -> int:
         """Bind this party's socket (kernel receive timestamps on); returns its port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.bind(LOCAL)
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._readable)
         self.sock = sock
         return int(sock.getsockname()[1])
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> int:
+        """`bind`, and read the socket on `loop`."""
+        port = self.bind()
+        assert self.sock is not None
+        loop.add_reader(self.sock.fileno(), self._readable)
+        return port
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.sock is not None:
@@ -481,13 +512,7 @@ async def _generate(
     )
     targets = await loop.run_in_executor(None, conn.recv)
     for leg, target in zip(legs, targets, strict=True):
-        if isinstance(target, dict):
-            port, payload_type = target["port"], target["payload_type"]
-        else:
-            port, payload_type = target if isinstance(target, tuple | list) else (target, None)
-        leg.target = ("127.0.0.1", int(port))
-        if payload_type is not None:
-            leg.payload_type = int(payload_type)
+        _aim(leg, target)
         if leg.link is not None:
             for datagram in leg.link.start(target):
                 leg.sock.sendto(datagram, leg.target)  # type: ignore[union-attr]
@@ -498,7 +523,7 @@ async def _generate(
     # Activation: every party sends once, so the relay may send to it (a NAT guard).
     for leg in legs:
         leg.send_frame(-1)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(PAUSE_S)
     start = time.time() + 0.01
     plan = LoadWindows(start + WARMUP_S, duration, windows)
     for leg in legs:
@@ -545,6 +570,136 @@ async def _generate(
         leg.close(loop)
 
 
+def _aim(leg: _Leg, target: Any) -> None:
+    """Set a party's target (and the payload type the relay chose) from the parent's answer."""
+    if isinstance(target, dict):
+        port, payload_type = target["port"], target["payload_type"]
+    else:
+        port, payload_type = target if isinstance(target, tuple | list) else (target, None)
+    leg.target = ("127.0.0.1", int(port))
+    if payload_type is not None:
+        leg.payload_type = int(payload_type)
+
+
+def _native_generator() -> Path | None:
+    """rtp_blast.c compiled (once per source version, in the user's cache), or None (and why)."""
+    if os.environ.get(GENERATOR_SWITCH, "native") == "python":
+        return None
+    source = _NATIVE_SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callbridge-bench"
+    binary = cache / f"rtp_blast-{hashlib.sha256(source).hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        print("gcc not found: the Python load generator runs", flush=True)
+        return None
+    print("compiling the native load generator", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        built = Path(scratch) / binary.name
+        result = subprocess.run(
+            [compiler, "-O2", "-Wall", "-Wextra", "-o", str(built), str(_NATIVE_SOURCE)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"the native load generator did not compile ({reason}): Python runs", flush=True)
+            return None
+        os.replace(built, binary)  # atomic: another generator may be compiling too
+    return binary
+
+
+def _native_configuration(legs: list[_Leg], width: int, duration: float, windows: int) -> str:
+    """rtp_blast's stdin (see its header): the plan, the body pattern, one line per party."""
+    codecs = sorted({leg.codec for leg in legs})
+    lines = [
+        " ".join(
+            str(value)
+            for value in (
+                len(legs),
+                width,
+                windows,
+                round(duration * 1e9),
+                round(GAP_S * 1e9),
+                round(DRAIN_S * 1e9),
+                round(WARMUP_S * 1e9),
+                round(PAUSE_S * 1e9),
+                SLOTS,
+                SAMPLES_KEPT,
+            )
+        ),
+        " ".join([str(len(codecs)), *codecs]),
+        _PATTERN.hex(),
+    ]
+    for leg in legs:
+        assert leg.sock is not None and leg.target is not None
+        lines.append(
+            f"{leg.sock.fileno()} {leg.target[1]} {leg.payload_type} {codecs.index(leg.codec)}"
+            f" {leg.slot} {leg.ssrc} {leg.sequence} {leg.timestamp} {leg.step}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _native_figures(line: str) -> dict[str, Any]:
+    """A window's figures from rtp_blast's JSON line (null is NaN, as in `_window_figures`)."""
+
+    def number(value: float | None) -> float:
+        return float("nan") if value is None else float(value)
+
+    figures: dict[str, Any] = json.loads(line)
+    for key in ("p50", "p99", "opus_received_kbps", "opus_stereo_share"):
+        figures[key] = number(figures[key])
+    figures["by_receiver"] = {
+        codec: (int(count), number(p50), number(p99))
+        for codec, (count, p50, p99) in figures["by_receiver"].items()
+    }
+    return figures
+
+
+def _generate_native(
+    conn: Connection,
+    codecs: tuple[str, ...],
+    sessions: int,
+    duration: float,
+    windows: int,
+    binary: Path,
+) -> None:
+    """The payload method through rtp_blast: the sockets are opened here (their ports go to
+    the parent) and inherited by it; its "start" / "stop" / figure lines go on to the pipe."""
+    width = len(codecs)
+    legs = [
+        _Leg(session * width + position, session, position, width, codec, "payload")
+        for session in range(sessions)
+        for position, codec in enumerate(codecs)
+    ]
+    try:
+        conn.send([leg.bind() for leg in legs])
+        for leg, target in zip(legs, conn.recv(), strict=True):
+            _aim(leg, target)
+        descriptors = [leg.sock.fileno() for leg in legs if leg.sock is not None]
+        with subprocess.Popen(
+            [str(binary)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=descriptors,
+            text=True,
+        ) as blast:
+            assert blast.stdin is not None and blast.stdout is not None
+            blast.stdin.write(_native_configuration(legs, width, duration, windows))
+            blast.stdin.close()
+            for line in blast.stdout:
+                line = line.strip()
+                conn.send(line if line in ("start", "stop") else _native_figures(line))
+        if blast.returncode != 0:
+            raise RuntimeError(f"the native load generator exited with {blast.returncode}")
+    finally:
+        for leg in legs:
+            if leg.sock is not None:
+                leg.sock.close()
+
+
 async def _webrtc_connected(legs: list[_Leg], within_s: float = 30.0) -> None:
     """Wait until every webrtc party's handshake is done, resending what got lost."""
     deadline = time.monotonic() + within_s
@@ -573,5 +728,10 @@ def generator_entry(
     import uvloop
 
     if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, {cpu})  # inherited by the native generator
+    if method == "payload" and "webrtc" not in codecs:
+        binary = _native_generator()
+        if binary is not None:
+            _generate_native(conn, codecs, sessions, duration, windows, binary)
+            return
     uvloop.run(_generate(conn, codecs, sessions, method, duration, windows, noise))

@@ -156,6 +156,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its children (the native load generator runs as a child of the generator)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *map(int, children)]
+
+
 def machine_busy_seconds() -> float:
     """CPU time spent by anything on the machine (all CPUs, from /proc/stat)."""
     with open("/proc/stat") as stat:
@@ -354,9 +363,9 @@ async def measure_step(
         ports: list[int] = await receive()
         conn.send(await relay.create(scenario, ports))
         peers = getattr(relay, "peer_pids", [])
-        ours = [os.getpid(), generator.pid or 0, *peers]
         for _ in range(runs):
             assert await receive() == "start"
+            ours = [os.getpid(), *process_tree(generator.pid or 0), *peers]
             cpu_start, wall_start = process_cpu_seconds(relay.pid), time.monotonic()
             peer_start = sum(process_cpu_seconds(pid) for pid in peers)
             others_start = machine_busy_seconds() - sum(process_cpu_seconds(pid) for pid in ours)
