@@ -175,3 +175,24 @@ def test_callbridge_serve_starts_with_the_rtpbridge_file() -> None:
     with running_server("--config", str(RTPBRIDGE_TOML)) as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
             assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["127.0.0.1:9333, [::1]:9334", '["127.0.0.1:9333", "[::1]:9334"]'],
+    ids=["comma-list", "json-list"],
+)
+def test_listen_addresses_from_the_environment(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As docs/configuration.md shows them: `CALLBRIDGE_LISTEN=0.0.0.0:9100`, comma lists too."""
+    monkeypatch.setenv("CALLBRIDGE_LISTEN", value)
+    monkeypatch.setenv("CALLBRIDGE_RTVBP__FAST_LISTEN", value)
+    settings = Settings()
+    assert settings.listen == settings.rtvbp.fast_listen == ["127.0.0.1:9333", "[::1]:9334"]
+
+
+def test_a_bad_listen_list_from_the_environment_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALLBRIDGE_LISTEN", '["127.0.0.1:9333"')
+    with pytest.raises(ValueError, match="is not a JSON list of host:port"):
+        Settings()

@@ -8,13 +8,15 @@ follow rtpbridge's where a key exists there, so an rtpbridge TOML file mostly wo
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -63,9 +65,9 @@ class RtvbpSettings(BaseModel):
     """How long an RTVBP request waits for its response."""
     max_message_kb: int = 1024
     """Largest WebSocket message accepted from a voice peer."""
-    fast_listen: list[str] = Field(default_factory=list)
+    fast_listen: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """host:port addresses of the fast RTVBP listener (picows): the same RTVBP paths, policy and
-    TLS as the shared listener at about half its CPU per audio frame; HTTP and the control
+    TLS as the shared listener at less CPU per audio frame; HTTP and the control
     WebSocket stay on the shared listener only. Empty (the default): no fast listener."""
 
     @field_validator("fast_listen", mode="before")
@@ -184,7 +186,7 @@ class Settings(BaseSettings, RtpbridgeKeys):
         env_prefix="CALLBRIDGE_", env_nested_delimiter="__", extra="forbid"
     )
 
-    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:9100"])
+    listen: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:9100"])
     """host:port addresses of the one HTTP + WebSocket listener (a comma list is accepted)."""
     log_level: str = "info"
     """A level (debug, info, warning, error) or a filter: ``info,callbridge.engine=debug``."""
@@ -379,8 +381,14 @@ class Settings(BaseSettings, RtpbridgeKeys):
 
 
 def split_address_list(value: Any) -> Any:
-    """A comma list of addresses (as the environment gives it) becomes a list."""
+    """A comma list of addresses, or a JSON list (as the environment gives either), becomes a
+    list."""
     if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a JSON list of host:port") from None
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
