@@ -9,6 +9,7 @@ type, the payload and marker as sent), including across what must leave the plan
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from callbridge.engine.forwarding import NATIVE_FORWARDING
 from callbridge.engine.manager import SessionManager
 from callbridge.engine.session import MediaSession
+from callbridge.engine.tone_endpoint import create_tone
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.telephone_event import build_telephone_event
 from tests.engine.engine_peers import EventLog, RtpPeer, engine_config, manager
@@ -209,4 +211,25 @@ async def test_the_peer_moving_to_a_new_address_is_followed_both_ways(
     await stream(callee, 50, start=50)
     check_rewritten(await moved.collect(50), 0, first_index=50)
     moved.close()
+    callee.close()
+
+
+async def test_the_timeline_continues_into_mixing_after_a_housekeeping_look(
+    manager: SessionManager,
+) -> None:
+    """The once-a-second look (`progress`) right before a route change must not lose the
+    plane's last timestamp: the mixed frames continue it, one packet time later."""
+    session, _, caller, callee, ids = await pair(manager)
+    await stream(caller, 50, gap_s=0.02)
+    await callee.collect(50)
+    session.endpoints[ids[1]].housekeeping(time.monotonic())
+    await stream(caller, 5, gap_s=0.02, start=50)
+    session.endpoints[ids[1]].housekeeping(time.monotonic())  # takes the routed count
+    tone_id = await create_tone(session, "beep", None, None)
+    await asyncio.sleep(0.2)
+    await session.remove_endpoint(tone_id)
+    heard = [packet for packet in callee.drain() if packet.payload_type == 0]
+    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(heard, heard[1:])}
+    assert len(heard) >= 10 and steps == {160}, steps
+    caller.close()
     callee.close()

@@ -137,6 +137,7 @@ class NativeLink:
         self.on_rearm: Callable[[bool], None] | None = None
         """Arms the sender rule (False) or the receiver rule (True) where they apply."""
         self._errors = 0
+        self._packets_at_arm = 0
 
     @property
     def armed(self) -> bool:
@@ -175,7 +176,9 @@ class NativeLink:
         if sent is not None:
             sequence, packets, sent_bytes, last_timestamp, last_time, routed = sent
             self._stream.import_send_state(sequence, packets, sent_bytes, last_timestamp)
-            timeline = (last_timestamp, last_time) if routed else None
+            # `progress` may have taken the routed count already: the packet count says
+            # whether the plane sent anything since it was armed
+            timeline = (last_timestamp, last_time) if packets > self._packets_at_arm else None
         last_received = None
         if taken is not None:
             *reception, packets, received_bytes, last_received = taken
@@ -195,6 +198,7 @@ class NativeLink:
         destination, ssrc, sequence, packets, sent_bytes, last_timestamp = state
         if last_timestamp is None:
             return False
+        self._packets_at_arm = packets
         self.sending = bool(
             self.plane.native.arm_sender(
                 self.descriptor,
