@@ -9,6 +9,7 @@ type, the payload and marker as sent), including across what must leave the plan
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -229,7 +230,7 @@ async def test_the_timeline_continues_into_mixing_after_a_housekeeping_look(
     await asyncio.sleep(0.2)
     await session.remove_endpoint(tone_id)
     heard = [packet for packet in callee.drain() if packet.payload_type == 0]
-    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(heard, heard[1:])}
+    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(heard)}
     assert len(heard) >= 10 and steps == {160}, steps
     caller.close()
     callee.close()
