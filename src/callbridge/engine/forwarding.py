@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
+from callbridge.media.native import load_native
 from callbridge.media.rtp_stream import RtpStream
 
 __all__ = ["NATIVE_FORWARDING", "ForwardingPlane", "NativeLink", "NativeRelease", "Receiver"]
@@ -36,17 +36,7 @@ Receiver = Callable[[bytes, tuple[Any, ...]], None]
 """Takes a datagram the plane hands up and its source address, as asyncio would give them."""
 
 
-def _load_native() -> Any:
-    if os.environ.get("CALLBRIDGE_NATIVE", "1") == "0":
-        return None
-    try:
-        from callbridge.engine import _forward  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _forward
-
-
-_native: Any = _load_native()
+_native: Any = load_native("callbridge.engine._forward")
 NATIVE_FORWARDING: Final = _native is not None
 """True when the extension is built and not disabled by ``CALLBRIDGE_NATIVE=0``."""
 
@@ -67,9 +57,6 @@ class ForwardingPlane:
     def add(self, descriptor: int, receiver: Receiver) -> None:
         """Read this UDP socket from now on; `receiver` gets what is not forwarded natively."""
         self.native.add(descriptor)
-        self._receivers[descriptor] = receiver
-
-    def set_receiver(self, descriptor: int, receiver: Receiver) -> None:
         self._receivers[descriptor] = receiver
 
     def remove(self, descriptor: int) -> None:

@@ -20,13 +20,13 @@ PyAV's frame wrapping.
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
+from callbridge.media.native import load_native
 from callbridge.media.pcm import SAMPLE_DTYPE, Buffer, Samples, as_samples
 
 __all__ = ["NATIVE_AVAILABLE", "ROLLOFF", "TAPS_AT_LOWER_RATE", "Filter", "Resampler", "design"]
@@ -38,17 +38,7 @@ _PHASE_CLASSES_MAX: Final = 8
 _EMPTY: Final[Samples] = np.zeros(0, dtype=SAMPLE_DTYPE)
 
 
-def _load_native() -> Any:
-    if os.environ.get("CALLBRIDGE_NATIVE", "1") == "0":
-        return None
-    try:
-        from callbridge.media import _polyphase  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _polyphase
-
-
-_native: Any = _load_native()
+_native: Any = load_native("callbridge.media._polyphase")
 NATIVE_AVAILABLE: Final = _native is not None
 """Whether the compiled inner loop is in use by default."""
 
