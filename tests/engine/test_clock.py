@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
+
+import pytest
 
 from callbridge.engine.clock import MediaClock
 
@@ -78,3 +81,61 @@ async def test_failing_listener_does_not_stop_the_clock() -> None:
     assert len(calls) >= 3
     clock.discard(broken)
     clock.discard(broken)  # idempotent
+
+
+async def test_periodic_listeners_are_spread_over_the_phases_of_their_period() -> None:
+    clock = MediaClock()
+    calls: dict[int, list[int]] = {index: [] for index in range(25)}
+
+    def listener(index: int) -> Callable[[float], None]:
+        return lambda _: calls[index].append(clock.stats.frames)
+
+    listeners = [listener(index) for index in range(25)]
+    for each in listeners:
+        clock.add_periodic(each, 10)
+    clock.start()
+    try:
+        await wait_frames(clock, 21)
+    finally:
+        clock.stop()
+    for frames in calls.values():
+        assert len(frames) >= 2
+        assert {later - earlier for earlier, later in itertools.pairwise(frames)} == {10}
+    per_phase = [0] * 10
+    for frames in calls.values():
+        per_phase[frames[0] % 10] += 1
+    assert sorted(per_phase) == [2] * 5 + [3] * 5  # 25 listeners over 10 phases, evenly
+    clock.add_periodic(listeners[0], 10)  # again with the same period: no change
+    clock.add_periodic(listeners[1], 4)  # moved to another period
+    clock.discard_periodic(listeners[2])
+    clock.discard_periodic(listeners[2])  # idempotent
+    for frames in calls.values():
+        frames.clear()
+    clock.start()
+    try:
+        await wait_frames(clock, 21)
+    finally:
+        clock.stop()
+    assert calls[2] == []
+    assert {later - earlier for earlier, later in itertools.pairwise(calls[1])} == {4}
+    assert {later - earlier for earlier, later in itertools.pairwise(calls[0])} == {10}
+    with pytest.raises(ValueError, match="period_frames"):
+        clock.add_periodic(listeners[3], 0)
+
+
+async def test_a_failing_periodic_listener_is_counted_and_the_others_run() -> None:
+    clock = MediaClock()
+    calls: list[float] = []
+
+    def broken(_: float) -> None:
+        raise RuntimeError("boom")
+
+    clock.add_periodic(broken, 1)
+    clock.add_periodic(calls.append, 1)
+    clock.start()
+    try:
+        await wait_frames(clock, 3)
+    finally:
+        clock.stop()
+    assert clock.stats.listener_errors >= 3
+    assert len(calls) >= 3

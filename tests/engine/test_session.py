@@ -250,3 +250,40 @@ async def test_dtmf_injection_shape_and_errors(manager: SessionManager) -> None:
     assert error.value.code == "INVALID_PARAMS"
     alice.close()
     bare.close()
+
+
+async def test_the_clock_calls_a_session_every_frame_only_while_it_has_work(
+    manager: SessionManager,
+) -> None:
+    """A passthrough session is not ticked every frame; a digit, a tone or mixing put it on
+    the every-frame list and it leaves when that work ends (its RTCP stays periodic)."""
+    clock = manager.clock
+    session = manager.create_session(EventLog())
+    alice_id, alice = await leg(session)
+    _, bob = await leg(session)
+    alice.send(b"\xff" * 160)
+    bob.send(b"\xff" * 160)
+    await bob.receive()
+    assert clock.every_frame == 0
+    await session.dtmf_inject(alice_id, "7", 60, 10)
+    assert clock.every_frame == 1
+    ends = 0
+    async with asyncio.timeout(3):
+        while ends < 3:
+            packet = await alice.receive()
+            ends += packet.payload_type == 101 and bool(packet.payload[1] & 0x80)
+    async with asyncio.timeout(1):
+        while clock.every_frame:
+            await asyncio.sleep(0.02)
+    tone_id = await create_tone(session, "beep", None, None)
+    assert clock.every_frame == 1
+    await session.remove_endpoint(tone_id)
+    assert clock.every_frame == 0
+    carol_id, carol = await leg(session)  # three parties: the N-1 mix runs every frame
+    assert clock.every_frame == 1
+    await session.remove_endpoint(carol_id)
+    assert clock.every_frame == 0
+    await session.destroy()
+    assert clock.every_frame == 0
+    for peer in (alice, bob, carol):
+        peer.close()

@@ -7,6 +7,12 @@ Deadlines sit on a fixed grid (``start + k * frame_s``) on the monotonic clock, 
 not accumulate. After a stall the clock runs at most `max_catch_up_frames` frames at once and
 skips the rest of the backlog (counted in `ClockStats.skipped_frames`), so a stalled worker does
 not answer with a burst of seconds of audio.
+
+Periodic work (RTCP reports, housekeeping) is registered with a period in frames; the clock puts
+each listener in the phase of that period that has the fewest listeners, so the periodic work of
+a thousand sessions is spread over the frames instead of landing in one. A session with no work
+of its own every frame (native passthrough) is not on the every-frame list at all: the tick's
+burst is what packets arriving during it wait for, so it is kept to the work that needs it.
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ class MediaClock:
         self.stats = ClockStats()
         self._listeners: dict[TickListener, None] = {}
         self._snapshot: tuple[TickListener, ...] = ()
-        self._housekeepers: dict[TickListener, None] = {}
-        self._housekeeper_snapshot: tuple[TickListener, ...] = ()
+        self._wheels: dict[int, _Wheel] = {}
+        """Periodic listeners by period (frames)."""
+        self._wheel_of: dict[TickListener, _Wheel] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_deadline = 0.0
@@ -81,6 +88,11 @@ class MediaClock:
     @property
     def running(self) -> bool:
         return self._handle is not None
+
+    @property
+    def every_frame(self) -> int:
+        """How many listeners are called every frame."""
+        return len(self._snapshot)
 
     def start(self) -> None:
         """Start ticking on the running loop; a second call is a no-op."""
@@ -105,14 +117,33 @@ class MediaClock:
         if self._listeners.pop(listener, 0) is None:
             self._snapshot = tuple(self._listeners)
 
+    def add_periodic(self, listener: TickListener, period_frames: int) -> None:
+        """Call `listener` once every `period_frames` frames, in the phase of that period with
+        the fewest listeners; adding it again with another period moves it."""
+        if period_frames < 1:
+            raise ValueError("period_frames must be at least 1")
+        wheel = self._wheel_of.get(listener)
+        if wheel is not None:
+            if wheel.period == period_frames:
+                return
+            wheel.discard(listener)
+        wheel = self._wheels.get(period_frames)
+        if wheel is None:
+            wheel = self._wheels[period_frames] = _Wheel(period_frames)
+        wheel.add(listener)
+        self._wheel_of[listener] = wheel
+
+    def discard_periodic(self, listener: TickListener) -> None:
+        wheel = self._wheel_of.pop(listener, None)
+        if wheel is not None:
+            wheel.discard(listener)
+
     def add_housekeeping(self, listener: TickListener) -> None:
-        """Call `listener` every `housekeeping_every` frames (timeouts, cache cleanup)."""
-        self._housekeepers[listener] = None
-        self._housekeeper_snapshot = tuple(self._housekeepers)
+        """Call `listener` once every `housekeeping_every` frames (timeouts, cache cleanup)."""
+        self.add_periodic(listener, self.housekeeping_every)
 
     def discard_housekeeping(self, listener: TickListener) -> None:
-        if self._housekeepers.pop(listener, 0) is None:
-            self._housekeeper_snapshot = tuple(self._housekeepers)
+        self.discard_periodic(listener)
 
     def lateness_percentiles_ms(self, *percentiles: float) -> list[float]:
         """Percentiles of recent tick lateness in milliseconds (empty window gives zeros)."""
@@ -144,17 +175,41 @@ class MediaClock:
 
     def _run_frame(self, frame_time: float) -> None:
         stats = self.stats
-        stats.frames += 1
+        frame = stats.frames = stats.frames + 1
         for listener in self._snapshot:
             try:
                 listener(frame_time)
             except Exception:
                 stats.listener_errors += 1
                 logger.exception("media clock listener failed")
-        if stats.frames % self.housekeeping_every == 0:
-            for listener in self._housekeeper_snapshot:
+        for wheel in self._wheels.values():
+            for listener in wheel.phases[frame % wheel.period]:
                 try:
                     listener(frame_time)
                 except Exception:
                     stats.listener_errors += 1
-                    logger.exception("media clock housekeeping failed")
+                    logger.exception("media clock periodic listener failed")
+
+
+class _Wheel:
+    """The listeners of one period, one tuple per phase (called when frame % period == phase)."""
+
+    __slots__ = ("members", "period", "phase_of", "phases")
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.members: list[dict[TickListener, None]] = [{} for _ in range(period)]
+        self.phases: list[tuple[TickListener, ...]] = [() for _ in range(period)]
+        self.phase_of: dict[TickListener, int] = {}
+
+    def add(self, listener: TickListener) -> None:
+        members = self.members
+        phase = min(range(self.period), key=lambda candidate: len(members[candidate]))
+        members[phase][listener] = None
+        self.phases[phase] = tuple(members[phase])
+        self.phase_of[listener] = phase
+
+    def discard(self, listener: TickListener) -> None:
+        phase = self.phase_of.pop(listener)
+        del self.members[phase][listener]
+        self.phases[phase] = tuple(self.members[phase])

@@ -50,6 +50,11 @@ class DtmfCrossing:
         active = self._active
         return active is not None and not active.closed and active.injecting
 
+    @property
+    def idle(self) -> bool:
+        """No digit waits, runs or is carried: `tick` has nothing to do."""
+        return self._active is None and not self._pending and not self._carried
+
     def route(self, source: Endpoint, digit: str, duration_ms: int) -> None:
         """`digit` from `source` reaches the endpoints that hear it."""
         from_packets = source.is_rtp

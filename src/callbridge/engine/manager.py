@@ -238,8 +238,7 @@ class SessionManager:
         return malformed, unexpected
 
     def _housekeeping(self, now: float) -> None:
-        for session in list(self._sessions.values()):
-            session.housekeeping(now)
+        """The worker's own slow timer (each session has its own on the clock)."""
         if now >= self._next_cache_cleanup:
             self._next_cache_cleanup = now + self.config.cache_cleanup_interval_s
             self.downloads.cleanup(now)

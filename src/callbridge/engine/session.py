@@ -1,8 +1,10 @@
 """A media session: its endpoints, routing, events, timeouts, and the generic control methods.
 
 All methods run on the worker's event loop; there is no task per session. The media clock calls
-`_on_tick` every 20 ms (generators, jitter buffers, RTCP, digit injection, mixing) and the
-manager calls `housekeeping` about once a second (timeouts, DTMF ends).
+`_on_tick` every 20 ms while the session has work every frame (generators, jitter buffers,
+digit injection, mixing; a session that only forwards packets natively has none),
+`_on_periodic` every tenth frame while it has RTP endpoints (RTCP reports), and `housekeeping`
+about once a second (timeouts, DTMF ends), each at a phase of its own.
 
 The session names no endpoint kind: each kind's module creates its endpoints and adds them
 through `slot()`; what varies by kind is a method of the endpoint. Events go to the `EventSink`
@@ -12,7 +14,6 @@ of the bound control connection; while orphaned they are discarded. Times are mo
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -153,7 +154,8 @@ class MediaSession:
         self._tick = 0
         self._tickers: tuple[Endpoint, ...] = ()
         self._periodic: tuple[Endpoint, ...] = ()
-        self._periodic_phase = random.randrange(_PERIODIC_FRAMES)
+        self._every_frame = False
+        """`_on_tick` is on the media clock's every-frame list."""
         self.dtmf = DtmfCrossing(self.endpoints, self._destinations_of)
         self.orphan_generation = 0
         """Bumped on every orphan/attach so a stale disconnect timer does nothing."""
@@ -169,7 +171,7 @@ class MediaSession:
         self._audio_taps: dict[str, list[tuple[int, FrameConsumer]]] = {}
         self.vad_active: set[str] = set()
         """Endpoints with voice activity detection running (kept by the VAD monitors)."""
-        context.clock.add(self._on_tick)
+        context.clock.add_housekeeping(self.housekeeping)
 
     # -- binding and events ------------------------------------------------------------------
 
@@ -323,6 +325,7 @@ class MediaSession:
 
     def route_digit(self, source: Endpoint, digit: str, duration_ms: int) -> None:
         self.dtmf.route(source, digit, duration_ms)
+        self._update_clock()
 
     def rebuild_routing(self) -> None:
         """Recompute routes and the decoded path (on every add, remove, state change)."""
@@ -340,7 +343,14 @@ class MediaSession:
         )
         endpoints = self.endpoints.values()
         self._tickers = tuple(endpoint for endpoint in endpoints if endpoint.needs_tick)
-        self._periodic = tuple(endpoint for endpoint in endpoints if endpoint.has_periodic_work)
+        periodic = tuple(endpoint for endpoint in endpoints if endpoint.has_periodic_work)
+        if bool(periodic) != bool(self._periodic):
+            if periodic:
+                self.context.clock.add_periodic(self._on_periodic, _PERIODIC_FRAMES)
+            else:
+                self.context.clock.discard_periodic(self._on_periodic)
+        self._periodic = periodic
+        self._update_clock()
 
     def add_audio_tap(self, endpoint_id: str, rate: int, consumer: FrameConsumer) -> None:
         """Feed `consumer` every 20 ms frame the endpoint produces, resampled to `rate` Hz
@@ -364,18 +374,34 @@ class MediaSession:
 
     # -- media clock and housekeeping --------------------------------------------------------
 
+    def _update_clock(self) -> None:
+        """Be on the every-frame list exactly while there is work every frame."""
+        wanted = self.alive and bool(self._tickers or self.plan.stages or not self.dtmf.idle)
+        if wanted != self._every_frame:
+            self._every_frame = wanted
+            if wanted:
+                self.context.clock.add(self._on_tick)
+            else:
+                self.context.clock.discard(self._on_tick)
+
     def _on_tick(self, now: float) -> None:
         if not self.alive:
             return
         tick = self._tick = self._tick + 1
         for endpoint in self._tickers:
             endpoint.tick(now)
-        self.dtmf.tick(now)
-        if tick % _PERIODIC_FRAMES == self._periodic_phase:
+        dtmf = self.dtmf
+        dtmf.tick(now)
+        stages = self.plan.stages
+        for stage in stages:
+            stage.run(tick, now)
+        if not stages and not self._tickers and dtmf.idle:
+            self._update_clock()
+
+    def _on_periodic(self, now: float) -> None:
+        if self.alive:
             for endpoint in self._periodic:
                 endpoint.periodic(now)
-        for stage in self.plan.stages:
-            stage.run(tick, now)
 
     def housekeeping(self, now: float) -> None:
         """Slow timers: DTMF ends, media timeouts, then idle and empty-session timeouts."""
@@ -455,6 +481,7 @@ class MediaSession:
         if self.dtmf.busy:
             raise endpoint_error("DTMF injection already in progress")
         self.dtmf.inject(self.endpoint(endpoint_id), digit, duration_ms, volume)
+        self._update_clock()
 
     def get_variables(self, keys: Sequence[str] | None) -> dict[str, Any]:
         """The session variables (all of them without keys; missing keys are left out)."""
@@ -486,7 +513,11 @@ class MediaSession:
             observer.session_ending(reason)
         self.alive = False
         self._sink = None
-        self.context.clock.discard(self._on_tick)
+        clock = self.context.clock
+        clock.discard(self._on_tick)
+        clock.discard_periodic(self._on_periodic)
+        clock.discard_housekeeping(self.housekeeping)
+        self._every_frame = False
         for endpoint in list(self.endpoints.values()):
             endpoint.close()
         self.metrics.endpoints_active -= len(self.endpoints)
