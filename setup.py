@@ -14,6 +14,12 @@ setup(
             optional=True,
         ),
         Extension(
+            "callbridge.media._mix",
+            ["src/callbridge/media/_mix.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
+        Extension(
             "callbridge.engine._forward",
             ["src/callbridge/engine/_forward.c"],
             extra_compile_args=["-O2"],

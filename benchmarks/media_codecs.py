@@ -20,10 +20,9 @@ from types import ModuleType
 import av
 import numpy as np
 
-from callbridge.media import g711
+from callbridge.media import g711, mixer
 from callbridge.media.audiofile import AudioFileReader
 from callbridge.media.avcodecs import G722Decoder, G722Encoder
-from callbridge.media.mixer import mix_minus
 from callbridge.media.opus import OPUS_COMPLEXITY, OpusDecoder, OpusEncoder
 from callbridge.media.pcm import FrameChunker
 from callbridge.media.resample import NATIVE_AVAILABLE, Resampler
@@ -262,15 +261,15 @@ def swr_resampler(in_rate: int, out_rate: int) -> Callable[[bytes], bytes]:
     return resample
 
 
-def naive_mix(frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+def naive_mix(frames: dict[int, bytes]) -> dict[int, bytes]:
     """The baseline N-1 mix: every destination sums its sources separately (O(N²))."""
     mixes = {}
     for destination in frames:
         total = np.zeros(160, dtype=np.int32)
         for source, frame in frames.items():
             if source != destination:
-                total += frame
-        mixes[destination] = np.clip(total, -32768, 32767).astype("<i2")
+                total += np.frombuffer(frame, dtype="<i2")
+        mixes[destination] = np.clip(total, -32768, 32767).astype("<i2").tobytes()
     return mixes
 
 
@@ -287,14 +286,20 @@ def linear_resampler(in_rate: int, out_rate: int) -> Callable[[bytes], bytes]:
 
 
 def bench_mix(iterations: int) -> None:
-    print("N-1 mix of one tick (int16 frames of 160 samples; baseline: sum per destination)")
+    path = "C" if mixer.NATIVE_AVAILABLE else "numpy: the _mix extension is not built"
+    print(
+        f"N-1 mix of one tick (int16 frames of 160 samples; baseline: sum per destination; {path})"
+    )
     rng = np.random.default_rng(2)
     for parties in (3, 10):
-        frames = {party: rng.integers(-8000, 8000, 160).astype("<i2") for party in range(parties)}
+        frames = {
+            party: rng.integers(-8000, 8000, 160).astype("<i2").tobytes()
+            for party in range(parties)
+        }
         keys = list(frames)
 
         baseline = cost_us(partial(naive_mix, frames), iterations)
-        micros = cost_us(partial(mix_minus, frames, keys, 160), iterations)
+        micros = cost_us(partial(mixer.mix_minus, frames, keys, 160), iterations)
         row(f"{parties} parties, naive sum per destination (baseline)", baseline)
         row(f"{parties} parties, mix_minus", micros, baseline)
 

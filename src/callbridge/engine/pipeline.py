@@ -38,7 +38,6 @@ from callbridge.media.pcm import (
     SAMPLE_BYTES,
     SAMPLE_DTYPE,
     FrameChunker,
-    Samples,
     fit_frame,
     frame_samples,
 )
@@ -405,23 +404,23 @@ class MixStage:
 
     def run(self, tick: int, now: float) -> None:
         """Mix this tick's frames and hand each mix to its encoder; silent ticks send nothing."""
-        frames: dict[str, Samples] = {}
+        frames: dict[str, bytes] = {}
         for source_id, fifo in self.inputs:
             frame = fifo.take(tick, now)
             if frame is not None:
-                frames[source_id] = np.frombuffer(frame, dtype=SAMPLE_DTYPE)
+                frames[source_id] = frame
         if not frames:
             return
         if self.outputs:
             mixes = mix_minus(frames, self.keys, self.samples)
             for key, group in self.outputs:
-                group.on_frame(mixes[key].tobytes(), now)
+                group.on_frame(mixes[key], now)
         for group, source_ids in self.custom:
             present = [frames[source_id] for source_id in source_ids if source_id in frames]
             if not present:
                 continue
-            total = present[0].astype(np.int32)
-            for samples in present[1:]:
-                total += samples
+            total = np.frombuffer(present[0], dtype=SAMPLE_DTYPE).astype(np.int32)
+            for pcm in present[1:]:
+                total += np.frombuffer(pcm, dtype=SAMPLE_DTYPE)
             np.clip(total, -32768, 32767, out=total)
             group.on_frame(total.astype(SAMPLE_DTYPE).tobytes(), now)

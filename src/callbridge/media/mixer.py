@@ -2,21 +2,32 @@
 
 The frames of one tick are summed once in int32; each destination's mix is that total minus
 its own frame, saturated to int16. With N parties that is O(N) array work instead of the
-O(N²) of summing every destination's sources separately.
+O(N²) of summing every destination's sources separately. Frames go in and mixes come out as
+int16 PCM bytes, the form the pipeline carries; the compiled twin (`_mix.c`, built by
+`pip install` when a C compiler is present, off with ``CALLBRIDGE_NATIVE=0``) does one tick of
+three parties in about a microsecond, the numpy one in about twenty.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from callbridge.media.native import load_native
 from callbridge.media.pcm import SAMPLE_DTYPE, Samples
+
+__all__ = ["NATIVE_AVAILABLE", "gain", "mix_minus"]
 
 _INT16_MIN: Final = np.int32(-32768)
 _INT16_MAX: Final = np.int32(32767)
+
+_native: Any = load_native("callbridge.media._mix") if sys.byteorder == "little" else None
+"""The C twin reads samples in the machine's byte order; PCM here is little-endian."""
+NATIVE_AVAILABLE: Final = _native is not None
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -28,43 +39,42 @@ def _saturate(values: NDArray[np.int32] | NDArray[np.float32]) -> None:
 
 
 def mix_minus(
-    frames: Mapping[Key, Samples], destinations: Iterable[Key], samples: int
-) -> dict[Key, Samples]:
-    """Each destination's mix of every frame but its own, `samples` int16 samples long.
+    frames: Mapping[Key, bytes], destinations: Iterable[Key], samples: int
+) -> dict[Key, bytes]:
+    """Each destination's mix of every frame but its own: int16 PCM, `samples` samples long.
 
-    `frames` holds this tick's decoded frames (source -> int16 at the destinations' rate); a
-    party with no frame this tick is silence, so a destination that is not a source hears the
-    sum of all frames. Every frame must be `samples` long (ValueError otherwise). The arrays
-    returned are read-only and may be shared between destinations.
+    `frames` holds this tick's decoded frames (source -> int16 PCM bytes at the destinations'
+    rate); a party with no frame this tick is silence, so a destination that is not a source
+    hears the sum of all frames. Every frame must be `samples` long (ValueError otherwise).
+    Destinations that hear the same thing may share one bytes object.
     """
     if not frames:
-        silent = np.zeros(samples, dtype=SAMPLE_DTYPE)
-        silent.flags.writeable = False
-        return dict.fromkeys(destinations, silent)
-    for key, frame in frames.items():
-        if frame.shape != (samples,):
-            raise ValueError(f"frame of {key!r} has {frame.size} samples, expected {samples}")
-    stack = np.array(list(frames.values()), dtype=np.int32)
-    total = np.add.reduce(stack, axis=0)
-    # Every source's mix in one pass: total minus own row, saturated.
-    np.subtract(total, stack, out=stack)
-    _saturate(stack)
-    mixes = stack.astype(SAMPLE_DTYPE)
-    mixes.flags.writeable = False  # rows and the total may be shared between destinations
+        return dict.fromkeys(destinations, bytes(2 * samples))
+    if _native is not None:
+        rows, everyone = _native.mix_minus(tuple(frames.values()), samples)
+    else:
+        rows, everyone = _mix_minus_numpy(frames, samples)
     row_of = {key: row for row, key in enumerate(frames)}
-    everyone: Samples | None = None
-    result: dict[Key, Samples] = {}
+    result: dict[Key, bytes] = {}
     for destination in destinations:
         row = row_of.get(destination)
-        if row is not None:
-            result[destination] = mixes[row]
-            continue
-        if everyone is None:
-            _saturate(total)
-            everyone = total.astype(SAMPLE_DTYPE)
-            everyone.flags.writeable = False
-        result[destination] = everyone
+        result[destination] = everyone if row is None else rows[row]
     return result
+
+
+def _mix_minus_numpy(frames: Mapping[Key, bytes], samples: int) -> tuple[list[bytes], bytes]:
+    """The numpy twin of `_mix.mix_minus`: every row's N-1 mix and the saturated total."""
+    for index, frame in enumerate(frames.values()):
+        if len(frame) != 2 * samples:
+            raise ValueError(f"frame {index} has {len(frame)} bytes, expected {2 * samples}")
+    stack = np.frombuffer(b"".join(frames.values()), dtype=SAMPLE_DTYPE).reshape(-1, samples)
+    wide = stack.astype(np.int32)
+    total = np.add.reduce(wide, axis=0)
+    np.subtract(total, wide, out=wide)  # every source's mix in one pass: total minus own row
+    _saturate(wide)
+    _saturate(total)
+    mixes = wide.astype(SAMPLE_DTYPE)
+    return [row.tobytes() for row in mixes], total.astype(SAMPLE_DTYPE).tobytes()
 
 
 def gain(samples: Samples, gain_db: float) -> Samples:
