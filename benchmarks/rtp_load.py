@@ -24,18 +24,24 @@ then) and, `DRAIN_S` after the end, the window's figures (a dict). Figures inclu
 generator's own health (its CPU share and how late its send slots ran), so a caller can tell
 when the load generator, not the relay, is the limit.
 
-The payload method (without webrtc parties) runs natively: benchmarks/rtp_blast.c, compiled
-with gcc -O2 on first use into ~/.cache/callbridge-bench/ (one binary per source version), runs
-as a child of the generator process. That process still opens the sockets and speaks the pipe
-protocol below; the C program inherits the sockets, sends (sendto per packet, clock_nanosleep
-between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS) and measures exactly as the
-Python generator does (same packets, windows and figures) at less than half its CPU: the
-Python one runs late beyond about 300 passthrough sessions on one core, the C one paces about
-1000, where the kernel's own UDP work per packet is the limit (about 7 us per packet sent and
-received on the benchmark VM, over 90 % of the C program's time). It prints "start" / "stop"
-and a JSON line of figures per window, which this process forwards to the pipe. The environment
-variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the
-default) uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
+The payload method (without webrtc parties) and the burst method (when every party is G.711:
+PCMU or PCMA) run natively: benchmarks/rtp_blast.c, compiled with gcc -O2 on first use into
+~/.cache/callbridge-bench/ (one binary per source version), runs as a child of the generator
+process. That process still opens the sockets and speaks the pipe protocol below; for the burst
+method it also encodes the parties' frame cycles (`_burst_frames`) and hands them to the C
+program, which sends them as they are. The C program inherits the sockets, sends (sendto per
+packet, clock_nanosleep between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS), decodes
+G.711 bursts with a table per law, and measures exactly as the Python generator does (same
+packets, windows, matching and figures) at a fraction of its CPU. Payload: the Python one runs
+late beyond about 300 passthrough sessions on one core, the C one paces about 1000, where the
+kernel's own UDP work per packet is the limit (about 7 us per packet sent and received on the
+benchmark VM, over 90 % of the C program's time). Burst, three PCMU parties: 15 % of its core
+at 100 sessions against the Python one's 42 % (2026-12-04). It prints "start" / "stop" and a
+JSON line of figures per window, which this process forwards to the pipe. A run with any party
+that is not G.711 (Opus, webrtc) uses the Python generator for the burst method, for every
+party. The environment variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator
+instead; "native" (the default) uses the C one whenever gcc builds it, and otherwise says why
+and runs the Python one.
 
 A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
 connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it

@@ -88,21 +88,22 @@ class Relay:
         self.sockets[peer].sendto(header + payload, self.parties[peer])
 
 
-def run_burst(
+def run_generator(
     monkeypatch: pytest.MonkeyPatch,
     generator: str,
     codecs: tuple[str, ...],
     sessions: int,
     drop_every: int = 0,
+    method: str = "burst",
 ) -> dict[str, Any]:
-    """One window of the burst method through a `Relay`, by the `generator` ("python" or
-    "native"); its figures."""
+    """One window of `method` (the burst method unless told) through a `Relay`, by the
+    `generator` ("python" or "native"); its figures."""
     monkeypatch.setenv(rtp_load.GENERATOR_SWITCH, generator)
     context = multiprocessing.get_context("spawn")
     conn, child_conn = context.Pipe()
     process = context.Process(
         target=rtp_load.generator_entry,
-        args=(child_conn, codecs, sessions, "burst", DURATION_S, 1),
+        args=(child_conn, codecs, sessions, method, DURATION_S, 1),
         daemon=True,
     )
     process.start()
@@ -151,7 +152,7 @@ def test_native_burst_figures_agree_with_python(
 ) -> None:
     assert rtp_load._runs_natively(codecs, "burst")
     figures = {
-        generator: run_burst(monkeypatch, generator, codecs, sessions)
+        generator: run_generator(monkeypatch, generator, codecs, sessions)
         for generator in ("python", "native")
     }
     expected = expected_bursts(codecs, sessions)
@@ -171,9 +172,18 @@ def test_native_burst_figures_agree_with_python(
 
 def test_native_burst_counts_a_dropped_burst_as_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     codecs = ("pcmu", "pcmu")
-    window = run_burst(monkeypatch, "native", codecs, 20, drop_every=3)
+    window = run_generator(monkeypatch, "native", codecs, 20, drop_every=3)
     expected = expected_bursts(codecs, 20)
     assert abs(window["expected"] - expected) <= expected * 0.05, window
     lost = window["expected"] - window["matched"]
     assert window["expected"] / 3 - 10 <= lost <= window["expected"] / 3 + 10, window
     assert window["unmatched"] == 0, window
+
+
+def test_native_payload_method_still_matches_every_packet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    window = run_generator(monkeypatch, "native", ("pcmu", "pcmu"), 20, method="payload")
+    assert window["sent"] >= 1900, window
+    assert window["matched"] == window["expected"] == window["sent"], window
+    assert window["corrupt"] == 0 and window["unmatched"] == 0, window
