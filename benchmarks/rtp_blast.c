@@ -1,25 +1,40 @@
-/* Native RTP load generator for the payload (passthrough) method of benchmarks/rtp_load.py.
+/* Native RTP load generator for benchmarks/rtp_load.py: its payload (passthrough) method, and
+ * its burst method (transcoding, mixing, echo) for G.711 parties.
  *
  * rtp_load.py compiles this file (gcc -O2) on first use and runs it as a subprocess that
  * inherits the parties' UDP sockets, already bound and with SO_TIMESTAMPNS on. It does what
- * rtp_load's Python generator does for the payload method, with the same packet format, the
- * same windows and the same figures, in one thread:
+ * rtp_load's Python generator does for either method, with the same packets, the same windows
+ * and the same figures, in one thread:
  *
- *   - every party sends one 172-byte RTP packet every 20 ms at its 1 ms slot (clock_nanosleep,
- *     TIMER_ABSTIME, CLOCK_REALTIME between slots); the payload is (sender leg, per-leg count,
- *     send time in seconds), network order "!IId", then a 144-byte body cut from the pattern
- *     that rtp_load gives (offset (7 * leg + count) & 0xFF);
+ *   - every party sends one RTP packet every 20 ms at its 1 ms slot (clock_nanosleep,
+ *     TIMER_ABSTIME, CLOCK_REALTIME between slots);
+ *       payload: 172 bytes; the payload is (sender leg, per-leg count, send time in seconds),
+ *       network order "!IId", then a 144-byte body cut from the pattern that rtp_load gives
+ *       (offset (7 * leg + count) & 0xFF);
+ *       burst: frame `frame mod length` of the party's cycle of encoded frames, which rtp_load
+ *       gives (its `_burst_frames`); the frame at the cycle's burst phase is a burst, whose send
+ *       time goes into the session's recent bursts (the last 16, as rtp_load's deque);
  *   - after each slot's sends it drains every readable socket (epoll, recvmmsg) and takes the
  *     kernel's arrival timestamp (SCM_TIMESTAMPNS) of each datagram, so the time it picks a
  *     datagram up does not count against the relay;
- *   - a packet belongs to the window in which it was sent; at each window's start and end it
- *     prints "start" / "stop", and `drain` after the end one JSON line with the window's figures.
+ *       payload: the body must be intact and from another party of the receiver's session;
+ *       burst: the payload is decoded (G.711 u-law or A-law, a 256-entry table per law built
+ *       at start from the G.711 expansion) and the first frame whose peak reaches the burst
+ *       level after a quiet one is matched against the latest burst sent by another party of
+ *       the session (by the receiver itself when a session has one party: an echo);
+ *   - a packet or burst belongs to the window in which it was sent; at each window's start and
+ *     end it prints "start" / "stop", and `drain` after the end one JSON line with the window's
+ *     figures.
  *
  * Configuration on stdin, whitespace separated:
+ *   method ("payload" or "burst")
  *   legs width windows duration_ns gap_ns drain_ns warmup_ns pause_ns slots samples_kept
- *   codec count, then the codec names
- *   the body pattern in hex (body + 256 bytes)
- *   per leg: fd port payload_type codec_index slot ssrc sequence timestamp step
+ *   codec count, then the codec names (burst: "pcmu" or "pcma" only)
+ *   payload: the body pattern in hex (body + 256 bytes)
+ *   burst: burst_level quiet_level match_ns, the cycle count, then per cycle: its frame count,
+ *          its burst phase, and each frame in hex
+ *   per leg: fd port payload_type codec_index slot ssrc sequence timestamp step cycle_index
+ *            (cycle_index -1 in the payload method)
  * A leg's session is its index / width. Before the load every leg sends once (the relay may
  * then send to it), then `pause` passes, then `warmup` of load before the first window.
  */
@@ -47,6 +62,8 @@
 #define FRAME_NS 20000000LL
 #define BATCH 16
 #define MAX_CODECS 8
+#define MAX_FRAME 1400
+#define RECENT 16 /* bursts kept per session (rtp_load: deque(maxlen=16)) */
 
 struct leg {
     int fd;
@@ -61,6 +78,28 @@ struct leg {
     uint32_t timestamp;
     uint32_t step;
     uint64_t count;
+    int cycle;              /* burst: index into cycles */
+    const int16_t *decoded; /* burst: the expansion table of the leg's law */
+    int armed;              /* burst: quiet since the last loud frame */
+};
+
+struct frame {
+    size_t size;
+    uint8_t data[MAX_FRAME];
+};
+
+/* A party's payload cycle (burst method): frame k is sent when frame number mod length == k. */
+struct cycle {
+    int length;
+    int burst_phase;
+    struct frame *frames;
+};
+
+/* A session's latest bursts, oldest first from `next` (a ring). */
+struct recent {
+    int64_t sent[RECENT];
+    int leg[RECENT];
+    int length, next;
 };
 
 struct samples {
@@ -71,6 +110,7 @@ struct samples {
 
 struct window {
     long long sent, arrived, corrupt, opus_packets, opus_bytes, opus_stereo;
+    long long bursts, unmatched; /* burst method */
     struct samples latency[MAX_CODECS]; /* ns, per receiving codec */
     struct samples lags;                /* ns, per slot */
     double cpu_share;
@@ -86,6 +126,13 @@ static uint8_t pattern[BODY + 256];
 static struct window *windows;
 static long long send_errors;
 static int epoll_fd;
+static int burst_method;
+static int burst_level, quiet_level;
+static int64_t match_ns;
+static struct cycle *cycles;
+static int cycle_count;
+static struct recent *recent;
+static int16_t expansion[2][256]; /* G.711 u-law, A-law: sample of every byte */
 
 static void fail(const char *what)
 {
@@ -168,24 +215,70 @@ static double get_double(const uint8_t *at)
     return value;
 }
 
-/* One party's packet, sent at once (rtp_load._Leg.stamp for the payload method). */
-static void send_packet(int index)
+/* The G.711 expansion (ITU-T G.711 decoding): u-law bytes are stored inverted, a biased
+ * magnitude (mantissa * 8 + 132) << exponent less the bias; A-law bytes have their even bits
+ * inverted, magnitude (mantissa * 16 + 8), from exponent 1 on (mantissa * 16 + 264) shifted
+ * by exponent - 1, and a set sign bit means positive. */
+static void build_expansion(void)
 {
-    struct leg *leg = &legs[index];
-    uint8_t packet[PACKET];
-    size_t offset = (size_t)((7ULL * (uint64_t)index + leg->count) & 0xFF);
+    for (int byte = 0; byte < 256; byte++) {
+        int ulaw = ~byte & 0xFF;
+        int magnitude = (((ulaw & 0x0F) << 3) + 0x84) << ((ulaw >> 4) & 7);
+        expansion[0][byte] = (int16_t)(ulaw & 0x80 ? 0x84 - magnitude : magnitude - 0x84);
+        int alaw = byte ^ 0x55;
+        int exponent = (alaw >> 4) & 7;
+        magnitude = exponent ? (((alaw & 0x0F) << 4) + 0x108) << (exponent - 1)
+                             : ((alaw & 0x0F) << 4) + 8;
+        expansion[1][byte] = (int16_t)(alaw & 0x80 ? magnitude : -magnitude);
+    }
+}
+
+/* The RTP header of a party's next packet. */
+static void put_header(uint8_t *packet, const struct leg *leg)
+{
     packet[0] = 0x80;
     packet[1] = leg->payload_type;
     packet[2] = (uint8_t)(leg->sequence >> 8);
     packet[3] = (uint8_t)leg->sequence;
     put32(packet + 4, leg->timestamp);
     put32(packet + 8, leg->ssrc);
-    put32(packet + 12, (uint32_t)index);
-    put32(packet + 16, (uint32_t)leg->count);
-    memcpy(packet + RTP_HEADER + PAYLOAD_HEADER, pattern + offset, BODY);
-    int64_t now = realtime_ns();
-    put_double(packet + 20, (double)now * 1e-9);
-    if (sendto(leg->fd, packet, sizeof packet, 0, (const struct sockaddr *)&leg->target,
+}
+
+/* One party's packet for `frame`, sent at once (rtp_load._Leg.stamp and send_frame). */
+static void send_packet(int index, int64_t frame)
+{
+    struct leg *leg = &legs[index];
+    uint8_t packet[RTP_HEADER + MAX_FRAME];
+    size_t size;
+    int64_t now;
+    put_header(packet, leg);
+    if (burst_method) {
+        const struct cycle *cycle = &cycles[leg->cycle];
+        int phase = (int)(((frame % cycle->length) + cycle->length) % cycle->length);
+        size = RTP_HEADER + cycle->frames[phase].size;
+        memcpy(packet + RTP_HEADER, cycle->frames[phase].data, cycle->frames[phase].size);
+        now = realtime_ns();
+        if (phase == cycle->burst_phase) {
+            struct recent *bursts = &recent[leg->session];
+            bursts->sent[bursts->next] = now;
+            bursts->leg[bursts->next] = index;
+            bursts->next = (bursts->next + 1) % RECENT;
+            if (bursts->length < RECENT)
+                bursts->length++;
+            int window = window_of(now);
+            if (window >= 0)
+                windows[window].bursts++;
+        }
+    } else {
+        size_t offset = (size_t)((7ULL * (uint64_t)index + leg->count) & 0xFF);
+        size = PACKET;
+        put32(packet + 12, (uint32_t)index);
+        put32(packet + 16, (uint32_t)leg->count);
+        memcpy(packet + RTP_HEADER + PAYLOAD_HEADER, pattern + offset, BODY);
+        now = realtime_ns();
+        put_double(packet + 20, (double)now * 1e-9);
+    }
+    if (sendto(leg->fd, packet, size, 0, (const struct sockaddr *)&leg->target,
                sizeof leg->target) < 0)
         send_errors++; /* counted as loss by the receiving party */
     leg->sequence = (uint16_t)(leg->sequence + 1);
@@ -194,6 +287,49 @@ static void send_packet(int index)
     int window = window_of(now);
     if (window >= 0)
         windows[window].sent++;
+}
+
+/* A burst method datagram (rtp_load._Leg._match_burst): the first loud frame after a quiet
+ * one is timed against the latest burst sent by another party of the session (by the party
+ * itself in a one-party session), sent no later than its arrival. */
+static void match_burst(int index, const uint8_t *data, size_t length, int64_t arrival,
+                        int arrival_window)
+{
+    struct leg *leg = &legs[index];
+    if (length == RTP_HEADER)
+        return; /* nothing to decode */
+    int level = 0;
+    for (size_t i = RTP_HEADER; i < length; i++) {
+        int sample = abs(leg->decoded[data[i]]);
+        if (sample > level)
+            level = sample;
+    }
+    if (level < burst_level) {
+        if (level < quiet_level)
+            leg->armed = 1; /* quiet again: the next loud frame is a new burst */
+        return;
+    }
+    if (!leg->armed)
+        return; /* still the same burst (codec ringing) */
+    leg->armed = 0;
+    int echo = width == 1;
+    const struct recent *bursts = &recent[leg->session];
+    for (int k = 1; k <= bursts->length; k++) {
+        int at = (bursts->next - k + RECENT) % RECENT;
+        int64_t sent = bursts->sent[at];
+        if ((bursts->leg[at] == index) != echo || sent > arrival)
+            continue;
+        int window = window_of(sent);
+        if (arrival - sent < match_ns) {
+            if (window >= 0)
+                push(&windows[window].latency[leg->codec], arrival - sent);
+        } else if (arrival_window >= 0) {
+            windows[arrival_window].unmatched++;
+        }
+        return;
+    }
+    if (arrival_window >= 0)
+        windows[arrival_window].unmatched++;
 }
 
 /* One datagram for party `index`, arrived (kernel time) at `arrival`. */
@@ -210,6 +346,10 @@ static void receive(int index, const uint8_t *data, size_t length, int64_t arriv
             windows[arrival_window].opus_bytes += (long long)(length - RTP_HEADER);
             windows[arrival_window].opus_stereo += (data[RTP_HEADER] >> 2) & 1;
         }
+    }
+    if (burst_method) {
+        match_burst(index, data, length, arrival, arrival_window);
+        return;
     }
     if (length != PACKET) {
         if (arrival_window >= 0)
@@ -381,7 +521,7 @@ static void print_percentiles(int64_t *values, size_t length)
     fputs("]", stdout);
 }
 
-/* The window's figures as one JSON line (rtp_load._window_figures, payload method). */
+/* The window's figures as one JSON line (rtp_load._window_figures). */
 static void report(int index)
 {
     struct window *w = &windows[index];
@@ -399,9 +539,10 @@ static void report(int index)
         at += w->latency[c].length;
     }
     qsort(w->lags.values, w->lags.length, sizeof(int64_t), compare_ns);
+    long long expected = burst_method ? w->bursts * (width > 1 ? width - 1 : 1) : w->sent;
     printf("{\"window\": %d, \"sent\": %lld, \"received\": %lld, \"expected\": %lld, "
-           "\"matched\": %zu, \"unmatched\": 0, \"corrupt\": %lld, \"p50\": ",
-           index, w->sent, w->arrived, w->sent, matched, w->corrupt);
+           "\"matched\": %zu, \"unmatched\": %lld, \"corrupt\": %lld, \"p50\": ",
+           index, w->sent, w->arrived, expected, matched, w->unmatched, w->corrupt);
     print_ms(percentile_ms(all, matched, 50));
     fputs(", \"p99\": ", stdout);
     print_ms(percentile_ms(all, matched, 99));
@@ -438,8 +579,45 @@ static void report(int index)
     free(w->lags.values), w->lags = (struct samples){0};
 }
 
+/* The frame cycles of the burst method, after the codec names. */
+static void read_cycles(void)
+{
+    if (scanf("%d %d %" SCNd64 " %d", &burst_level, &quiet_level, &match_ns, &cycle_count) != 4 ||
+        burst_level <= quiet_level || match_ns <= 0 || cycle_count <= 0)
+        fail("bad burst levels or cycle count");
+    cycles = calloc((size_t)cycle_count, sizeof *cycles);
+    if (cycles == NULL)
+        fail("out of memory");
+    static char hex[2 * MAX_FRAME + 1];
+    for (int c = 0; c < cycle_count; c++) {
+        struct cycle *cycle = &cycles[c];
+        if (scanf("%d %d", &cycle->length, &cycle->burst_phase) != 2 || cycle->length <= 0)
+            fail("bad cycle");
+        cycle->frames = calloc((size_t)cycle->length, sizeof *cycle->frames);
+        if (cycle->frames == NULL)
+            fail("out of memory");
+        for (int f = 0; f < cycle->length; f++) {
+            if (scanf("%2800s", hex) != 1 || strlen(hex) % 2 != 0)
+                fail("bad cycle frame");
+            struct frame *frame = &cycle->frames[f];
+            frame->size = strlen(hex) / 2;
+            for (size_t i = 0; i < frame->size; i++) {
+                unsigned byte;
+                if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
+                    fail("bad cycle frame");
+                frame->data[i] = (uint8_t)byte;
+            }
+        }
+    }
+}
+
 static void read_configuration(void)
 {
+    char method[16];
+    if (scanf("%15s", method) != 1 ||
+        (strcmp(method, "payload") != 0 && strcmp(method, "burst") != 0))
+        fail("bad method (payload or burst)");
+    burst_method = strcmp(method, "burst") == 0;
     if (scanf("%d %d %d %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %lld", &leg_count, &width, &window_count,
               &duration_ns, &gap_ns, &drain_ns, &warmup_ns, &pause_ns, &slots, &samples_kept) != 10)
         fail("bad configuration header");
@@ -451,11 +629,15 @@ static void read_configuration(void)
     for (int c = 0; c < codec_count; c++)
         if (scanf("%31s", codec_names[c]) != 1)
             fail("bad codec name");
-    for (size_t i = 0; i < sizeof pattern; i++) {
-        unsigned byte;
-        if (scanf("%2x", &byte) != 1)
-            fail("bad pattern");
-        pattern[i] = (uint8_t)byte;
+    if (burst_method) {
+        read_cycles();
+    } else {
+        for (size_t i = 0; i < sizeof pattern; i++) {
+            unsigned byte;
+            if (scanf("%2x", &byte) != 1)
+                fail("bad pattern");
+            pattern[i] = (uint8_t)byte;
+        }
     }
     legs = calloc((size_t)leg_count, sizeof *legs);
     if (legs == NULL)
@@ -464,12 +646,20 @@ static void read_configuration(void)
         struct leg *leg = &legs[i];
         unsigned port, payload_type, sequence;
         unsigned long ssrc, timestamp, step;
-        if (scanf("%d %u %u %d %d %lu %u %lu %lu", &leg->fd, &port, &payload_type, &leg->codec,
-                  &leg->slot, &ssrc, &sequence, &timestamp, &step) != 9)
+        if (scanf("%d %u %u %d %d %lu %u %lu %lu %d", &leg->fd, &port, &payload_type,
+                  &leg->codec, &leg->slot, &ssrc, &sequence, &timestamp, &step, &leg->cycle) != 10)
             fail("bad leg line");
         if (leg->codec < 0 || leg->codec >= codec_count || leg->slot < 0 || leg->slot >= slots ||
-            port > 65535 || payload_type > 127)
+            port > 65535 || payload_type > 127 ||
+            (burst_method && (leg->cycle < 0 || leg->cycle >= cycle_count)))
             fail("bad leg values");
+        if (burst_method) {
+            const char *name = codec_names[leg->codec];
+            if (strcmp(name, "pcmu") != 0 && strcmp(name, "pcma") != 0)
+                fail("the burst method decodes G.711 only (pcmu, pcma)");
+            leg->decoded = expansion[strcmp(name, "pcma") == 0];
+            leg->armed = 1;
+        }
         leg->target.sin_family = AF_INET;
         leg->target.sin_port = htons((uint16_t)port);
         leg->target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -516,7 +706,13 @@ static void run_events(int64_t now, int reports)
 int main(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the Python side gone: stop sending */
+    build_expansion();
     read_configuration();
+    if (burst_method) {
+        recent = calloc((size_t)(leg_count / width + 1), sizeof *recent);
+        if (recent == NULL)
+            fail("out of memory");
+    }
     epoll_fd = epoll_create1(0);
     if (epoll_fd < 0)
         fail("epoll_create1 failed");
@@ -545,7 +741,7 @@ int main(void)
 
     /* Activation: every party sends once, so the relay may send to it (a NAT guard). */
     for (int i = 0; i < leg_count; i++)
-        send_packet(i);
+        send_packet(i, -1);
     int64_t pause_end = realtime_ns() + pause_ns;
     while (realtime_ns() < pause_end) {
         drain_sockets();
@@ -571,7 +767,7 @@ int main(void)
              * parent's CPU sampling); its report after them. */
             run_events(now, 0);
             for (int m = slot_start[s]; m < slot_start[s + 1]; m++)
-                send_packet(members[m]);
+                send_packet(members[m], frame);
             run_events(now, 1);
             drain_sockets();
         }
@@ -579,6 +775,10 @@ int main(void)
     free(members);
     free(slot_start);
     free(scratch);
+    for (int c = 0; c < cycle_count; c++)
+        free(cycles[c].frames);
+    free(cycles);
+    free(recent);
     free(windows);
     free(legs);
     close(epoll_fd);

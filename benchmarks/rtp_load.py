@@ -24,18 +24,24 @@ then) and, `DRAIN_S` after the end, the window's figures (a dict). Figures inclu
 generator's own health (its CPU share and how late its send slots ran), so a caller can tell
 when the load generator, not the relay, is the limit.
 
-The payload method (without webrtc parties) runs natively: benchmarks/rtp_blast.c, compiled
-with gcc -O2 on first use into ~/.cache/callbridge-bench/ (one binary per source version), runs
-as a child of the generator process. That process still opens the sockets and speaks the pipe
-protocol below; the C program inherits the sockets, sends (sendto per packet, clock_nanosleep
-between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS) and measures exactly as the
-Python generator does (same packets, windows and figures) at less than half its CPU: the
-Python one runs late beyond about 300 passthrough sessions on one core, the C one paces about
-1000, where the kernel's own UDP work per packet is the limit (about 7 us per packet sent and
-received on the benchmark VM, over 90 % of the C program's time). It prints "start" / "stop"
-and a JSON line of figures per window, which this process forwards to the pipe. The environment
-variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator instead; "native" (the
-default) uses the C one whenever gcc builds it, and otherwise says why and runs the Python one.
+The payload method (without webrtc parties) and the burst method (when every party is G.711:
+PCMU or PCMA) run natively: benchmarks/rtp_blast.c, compiled with gcc -O2 on first use into
+~/.cache/callbridge-bench/ (one binary per source version), runs as a child of the generator
+process. That process still opens the sockets and speaks the pipe protocol below; for the burst
+method it also encodes the parties' frame cycles (`_burst_frames`) and hands them to the C
+program, which sends them as they are. The C program inherits the sockets, sends (sendto per
+packet, clock_nanosleep between 1 ms slots), receives (epoll, recvmmsg, SO_TIMESTAMPNS), decodes
+G.711 bursts with a table per law, and measures exactly as the Python generator does (same
+packets, windows, matching and figures) at a fraction of its CPU. Payload: the Python one runs
+late beyond about 300 passthrough sessions on one core, the C one paces about 1000, where the
+kernel's own UDP work per packet is the limit (about 7 us per packet sent and received on the
+benchmark VM, over 90 % of the C program's time). Burst, three PCMU parties: 15 % of its core
+at 100 sessions against the Python one's 42 % (2026-12-04). It prints "start" / "stop" and a
+JSON line of figures per window, which this process forwards to the pipe. A run with any party
+that is not G.711 (Opus, webrtc) uses the Python generator for the burst method, for every
+party. The environment variable CALLBRIDGE_BENCH_GENERATOR=python runs the Python generator
+instead; "native" (the default) uses the C one whenever gcc builds it, and otherwise says why
+and runs the Python one.
 
 A "webrtc" party is Opus over WebRTC (benchmarks/webrtc_load.py): before the load starts it
 connects (STUN check, DTLS handshake), then protects what it sends and unprotects what it
@@ -88,6 +94,10 @@ BURST_THRESHOLD = 4000
 """Peak level (int16) of a decoded frame that carries a burst (the burst's own peak is 16000)."""
 QUIET_THRESHOLD = 2000
 """Below this peak a frame is quiet again and the next loud frame is a new burst."""
+MATCH_S = 0.1
+"""A burst heard later than this after the latest one sent counts as unmatched."""
+G711 = ("pcmu", "pcma")
+"""The codecs whose bursts the native generator decodes."""
 WARMUP_S = 1.0
 """Sending before the first window (the relay creates codecs, learns addresses)."""
 GAP_S = 0.5
@@ -113,25 +123,29 @@ _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 GENERATOR_SWITCH = "CALLBRIDGE_BENCH_GENERATOR"
 """Environment: "python" runs the Python generator for every method; "native" (the default)
-runs rtp_blast.c for the payload method when it compiles."""
+runs rtp_blast.c when it compiles and can play the parties (`_runs_natively`)."""
 _NATIVE_SOURCE = Path(__file__).resolve().with_name("rtp_blast.c")
 PAUSE_S = 0.3
 """After the activation send, before the load starts."""
 
 
 def offer_sdp(codec: str, port: int, payload_type: int | None = None) -> str:
-    """A one-party SDP offer (PCMU or Opus, plus telephone-event) for a generator socket."""
+    """A one-party SDP offer (PCMU, PCMA or Opus, plus telephone-event) for a generator socket."""
+    payload_type = _payload_type(codec) if payload_type is None else payload_type
     if codec == "opus":
-        payload_type = 111 if payload_type is None else payload_type
         rtpmap = f"{payload_type} opus/48000/2\r\na=fmtp:{payload_type} stereo=0;sprop-stereo=0"
     else:
-        payload_type = 0 if payload_type is None else payload_type
-        rtpmap = f"{payload_type} PCMU/8000"
+        rtpmap = f"{payload_type} {'PCMA' if codec == 'pcma' else 'PCMU'}/8000"
     return (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         f"m=audio {port} RTP/AVP {payload_type} 101\r\na=rtpmap:{rtpmap}\r\n"
         "a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
     )
+
+
+def _payload_type(codec: str) -> int:
+    """The payload type a party offers: 111 for Opus, the static one for G.711."""
+    return {"opus": 111, "pcma": 8}.get(codec, 0)
 
 
 def percentiles(values: Sequence[float]) -> tuple[int, float, float]:
@@ -148,9 +162,9 @@ def _burst_frames(codec: str, position: int, noise: float, every: int) -> list[b
     Quiet is digital silence, or with `noise` > 0 Gaussian noise of that RMS (in int16 units;
     ~100-300 is a quiet room), which keeps a relay's encoders doing realistic work.
     """
-    from callbridge.media.codecs import OPUS, PCMU, create_encoder
+    from callbridge.media.codecs import OPUS, PCMA, PCMU, create_encoder
 
-    spec = OPUS if codec == "opus" else PCMU
+    spec = {"opus": OPUS, "pcma": PCMA}.get(codec, PCMU)
     encoder = create_encoder(spec)
     samples = spec.sample_rate // 50
     times = np.arange(samples) / spec.sample_rate
@@ -165,6 +179,20 @@ def _burst_frames(codec: str, position: int, noise: float, every: int) -> list[b
         pcm = np.clip(signal, -32768, 32767).astype("<i2").tobytes()
         frames.append(encoder.encode(pcm))
     return frames[every:]
+
+
+def _burst_cycles(codecs: tuple[str, ...], noise: float) -> dict[tuple[str, int], list[bytes]]:
+    """Every party's payload cycle (burst method), by (codec, position in its session)."""
+    every = BURST_EVERY if len(codecs) > 2 else BURST_EVERY // 2
+    return {
+        (codec, position): _burst_frames(codec, position, noise, every)
+        for position, codec in enumerate(_codec(party) for party in codecs)
+    }
+
+
+def _codec(party: str) -> str:
+    """The codec a party sends: a webrtc party's is Opus."""
+    return "opus" if party == "webrtc" else party
 
 
 class LoadWindows:
@@ -202,7 +230,7 @@ class _Leg:
         self.width = width
         self.codec = codec
         self.method = method
-        self.payload_type = 111 if codec == "opus" else 0
+        self.payload_type = _payload_type(codec)
         self.step = 960 if codec == "opus" else 160
         self.sock: socket.socket | None = None
         self.send_errors = 0
@@ -397,7 +425,7 @@ class _Leg:
             if (leg == self.index) == echo and sent_at <= now:
                 assert self.windows is not None
                 window = self.windows.index(sent_at)
-                if now - sent_at < 0.1:
+                if now - sent_at < MATCH_S:
                     if window >= 0:
                         self.matched[window] += 1
                         self.latencies[window].append(now - sent_at)
@@ -473,35 +501,25 @@ async def _generate(
     noise: float,
 ) -> None:
     from callbridge.media.codecs import OPUS, create_decoder
-    from callbridge.media.g711 import ulaw_decode
+    from callbridge.media.g711 import alaw_decode, ulaw_decode
     from webrtc_load import WebRtcLink
 
     loop = asyncio.get_running_loop()
     width = len(codecs)
     recent: list[deque[tuple[float, int]]] = [deque(maxlen=16) for _ in range(sessions)]
-    cycles = (
-        {
-            (codec, position): _burst_frames(
-                codec, position, noise, BURST_EVERY if width > 2 else BURST_EVERY // 2
-            )
-            for position, codec in enumerate(
-                "opus" if party == "webrtc" else party for party in codecs
-            )
-        }
-        if method == "burst"
-        else {}
-    )
+    cycles = _burst_cycles(codecs, noise) if method == "burst" else {}
+    decoders = {"pcmu": ulaw_decode, "pcma": alaw_decode}
     legs: list[_Leg] = []
     for session in range(sessions):
         for position, party in enumerate(codecs):
-            codec = "opus" if party == "webrtc" else party
+            codec = _codec(party)
             leg = _Leg(len(legs), session, position, width, codec, method)
             leg.recent = recent
             if party == "webrtc":
                 leg.link = WebRtcLink()
             if method == "burst":
                 leg.cycle = cycles[(codec, position)]
-                leg.decoder = create_decoder(OPUS) if codec == "opus" else ulaw_decode
+                leg.decoder = create_decoder(OPUS) if codec == "opus" else decoders[codec]
             legs.append(leg)
     ports = [leg.open(loop) for leg in legs]
     conn.send(
@@ -611,10 +629,20 @@ def _native_generator() -> Path | None:
     return binary
 
 
-def _native_configuration(legs: list[_Leg], width: int, duration: float, windows: int) -> str:
-    """rtp_blast's stdin (see its header): the plan, the body pattern, one line per party."""
+def _native_configuration(
+    legs: list[_Leg],
+    width: int,
+    duration: float,
+    windows: int,
+    method: str,
+    cycles: dict[tuple[str, int], list[bytes]],
+) -> str:
+    """rtp_blast's stdin (see its header): the plan, the body pattern (payload) or the frame
+    cycles (burst), one line per party."""
     codecs = sorted({leg.codec for leg in legs})
+    order = list(cycles)
     lines = [
+        method,
         " ".join(
             str(value)
             for value in (
@@ -631,13 +659,20 @@ def _native_configuration(legs: list[_Leg], width: int, duration: float, windows
             )
         ),
         " ".join([str(len(codecs)), *codecs]),
-        _PATTERN.hex(),
     ]
+    if method == "burst":
+        lines.append(f"{BURST_THRESHOLD} {QUIET_THRESHOLD} {round(MATCH_S * 1e9)} {len(order)}")
+        for (_, position), frames in cycles.items():
+            lines.append(" ".join([str(len(frames)), str(BURST_STAGGER * position)]))
+            lines += [frame.hex() for frame in frames]
+    else:
+        lines.append(_PATTERN.hex())
     for leg in legs:
         assert leg.sock is not None and leg.target is not None
+        cycle = order.index((leg.codec, leg.position)) if method == "burst" else -1
         lines.append(
             f"{leg.sock.fileno()} {leg.target[1]} {leg.payload_type} {codecs.index(leg.codec)}"
-            f" {leg.slot} {leg.ssrc} {leg.sequence} {leg.timestamp} {leg.step}"
+            f" {leg.slot} {leg.ssrc} {leg.sequence} {leg.timestamp} {leg.step} {cycle}"
         )
     return "\n".join(lines) + "\n"
 
@@ -662,15 +697,18 @@ def _generate_native(
     conn: Connection,
     codecs: tuple[str, ...],
     sessions: int,
+    method: str,
     duration: float,
     windows: int,
+    noise: float,
     binary: Path,
 ) -> None:
-    """The payload method through rtp_blast: the sockets are opened here (their ports go to
-    the parent) and inherited by it; its "start" / "stop" / figure lines go on to the pipe."""
+    """`method` through rtp_blast: the sockets are opened here (their ports go to the parent)
+    and inherited by it; its "start" / "stop" / figure lines go on to the pipe."""
     width = len(codecs)
+    cycles = _burst_cycles(codecs, noise) if method == "burst" else {}
     legs = [
-        _Leg(session * width + position, session, position, width, codec, "payload")
+        _Leg(session * width + position, session, position, width, codec, method)
         for session in range(sessions)
         for position, codec in enumerate(codecs)
     ]
@@ -687,7 +725,7 @@ def _generate_native(
             text=True,
         ) as blast:
             assert blast.stdin is not None and blast.stdout is not None
-            blast.stdin.write(_native_configuration(legs, width, duration, windows))
+            blast.stdin.write(_native_configuration(legs, width, duration, windows, method, cycles))
             blast.stdin.close()
             for line in blast.stdout:
                 line = line.strip()
@@ -713,6 +751,14 @@ async def _webrtc_connected(legs: list[_Leg], within_s: float = 30.0) -> None:
                 leg.sock.sendto(datagram, leg.target)  # type: ignore[union-attr]
 
 
+def _runs_natively(codecs: tuple[str, ...], method: str) -> bool:
+    """Whether rtp_blast can play these parties: payload without webrtc parties, burst when
+    every party is G.711 (it decodes G.711 only)."""
+    if method == "burst":
+        return all(codec in G711 for codec in codecs)
+    return "webrtc" not in codecs
+
+
 def generator_entry(
     conn: Connection,
     codecs: tuple[str, ...],
@@ -729,9 +775,9 @@ def generator_entry(
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})  # inherited by the native generator
-    if method == "payload" and "webrtc" not in codecs:
+    if _runs_natively(codecs, method):
         binary = _native_generator()
         if binary is not None:
-            _generate_native(conn, codecs, sessions, duration, windows, binary)
+            _generate_native(conn, codecs, sessions, method, duration, windows, noise, binary)
             return
     uvloop.run(_generate(conn, codecs, sessions, method, duration, windows, noise))
