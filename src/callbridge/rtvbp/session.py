@@ -391,6 +391,7 @@ class RtvbpSession:
         transport = self._transport
         protocol = self.protocol
         audio = protocol.audio
+        binary, text = MessageKind.BINARY, MessageKind.TEXT  # bound once: looked up per frame
         while True:
             try:
                 message = await transport.receive()
@@ -398,9 +399,9 @@ class RtvbpSession:
                 logger.debug("transport receive failed: %r", error)
                 message = TransportMessage(MessageKind.CLOSE, close_code=CLOSE_ABNORMAL)
             kind = message.kind
-            if kind is MessageKind.BINARY:
+            if kind is binary:
                 audio.receive(message.data)
-            elif kind is MessageKind.TEXT:
+            elif kind is text:
                 received = protocol.receive_text(message.data, now_ms())
                 if type(received) is ResponseReceived:
                     self._resolve(received)
