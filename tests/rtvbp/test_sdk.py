@@ -62,6 +62,70 @@ async def test_echo_round_trip_is_byte_exact(task_baseline: Callable[[], Awaitab
     await task_baseline()
 
 
+async def test_audio_callback_echo_keeps_order_behind_a_pending_partial_frame(
+    task_baseline: Callable[[], Awaitable[None]],
+) -> None:
+    """`on_audio` + `send_audio_nowait` (picows: on the socket's callback; aiohttp: on the
+    reader, sent by the session's writer): what was sent before comes first, nothing is lost."""
+    half = b"\x07" * 160
+
+    async def relay(call: Call) -> None:
+        await call.send_audio(half)  # a partial frame, pending in the chunker
+        call.on_audio(call.send_audio_nowait)
+        await call.wait_ended()
+
+    application = Application(relay)
+    async with serve_application(application) as url:
+        voice = await VoiceCall.dial(url, codecs=[L16_8K])
+        sent = [numbered_frame(index, 320) for index in range(25)]
+        for frame in sent:
+            await voice.send_audio(frame)
+        stream = half + b"".join(sent)
+        assert await drain_playout(voice, 25) == [
+            stream[start : start + 320] for start in range(0, 25 * 320, 320)
+        ]
+        call = next(iter(application.active_calls))
+        assert call.session.stats.audio_frames_out == 25
+        assert call.session.stats.audio_frames_out_dropped == 0
+        with pytest.raises(ValueError):
+            call.send_audio_nowait(bytes(319))
+        await voice.hangup()
+    await task_baseline()
+
+
+async def test_audio_callback_failures_are_counted_and_audio_goes_back_to_the_iterator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    heard: list[bytes] = []
+    switched = asyncio.Event()
+
+    async def switching(call: Call) -> None:
+        def fail(frame: bytes) -> None:
+            heard.append(frame)
+            raise RuntimeError("callback bug")
+
+        call.on_audio(fail)
+        await wait_until(lambda: len(heard) >= 3)
+        call.on_audio(None)
+        switched.set()
+        async for frame in call.audio():
+            await call.send_audio(frame)
+
+    application = Application(switching)
+    async with serve_application(application) as url:
+        voice = await VoiceCall.dial(url, codecs=[L16_8K])
+        for index in range(3):
+            await voice.send_audio(numbered_frame(index, 320))
+        await asyncio.wait_for(switched.wait(), 3)
+        await voice.send_audio(numbered_frame(9, 320))
+        assert await drain_playout(voice, 1) == [numbered_frame(9, 320)]
+        call = next(iter(application.active_calls))
+        assert call.session.stats.audio_sink_errors == 3
+        await voice.hangup()
+    assert heard == [numbered_frame(index, 320) for index in range(3)]
+    assert caplog.text.count("audio sink failed") == 1
+
+
 async def test_playout_frames_plays_buffered_audio_then_silence() -> None:
     async with serve_application(Application(echo)) as url:
         voice = await VoiceCall.dial(url)

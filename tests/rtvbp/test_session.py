@@ -24,7 +24,12 @@ from callbridge.rtvbp.envelope import (
 )
 from callbridge.rtvbp.errors import RemoteError, RequestTimeoutError, RtvbpError, SessionClosedError
 from callbridge.rtvbp.memory import MemoryTransport
-from callbridge.rtvbp.session import NO_REPLY_MESSAGE, IncomingRequest, RtvbpSession
+from callbridge.rtvbp.session import (
+    AUDIO_BACKLOG_FRAMES,
+    NO_REPLY_MESSAGE,
+    IncomingRequest,
+    RtvbpSession,
+)
 from callbridge.rtvbp.transport_base import MessageKind, TransportMessage
 
 CATALOG = babelforce_v1.CATALOG
@@ -670,6 +675,33 @@ async def test_send_audio_requires_open_and_exact_frames(
         event = await peer.frame()
         assert isinstance(event, Event) and event.event == "audio.speech.started"
         assert (session.stats.audio_frames_out, session.stats.audio_bytes_out) == (1, 320)
+
+
+async def test_send_audio_nowait_without_a_synchronous_transport(
+    pair: tuple[MemoryTransport, Peer],
+) -> None:
+    """The memory transport only sends awaiting: frames wait for the writer, bounded, in order
+    with `send_audio`, and the backlog is sent before our close."""
+    local, peer = pair
+    async with make_session(local) as session:
+        with pytest.raises(RtvbpError, match="audio is not open"):
+            session.send_audio_nowait(bytes(320))
+        session.open_audio(320)
+        with pytest.raises(ValueError):
+            session.send_audio_nowait(bytes(319))
+        frames = [index.to_bytes(2, "little") * 160 for index in range(AUDIO_BACKLOG_FRAMES + 3)]
+        sent = [session.send_audio_nowait(frame) for frame in frames]
+        assert sent == [True] * AUDIO_BACKLOG_FRAMES + [False] * 3
+        assert session.stats.audio_frames_out_dropped == 3
+        await session.send_audio(b"\xff" * 320)  # after the backlog, not before it
+        for frame in [*frames[:AUDIO_BACKLOG_FRAMES], b"\xff" * 320]:
+            assert (await peer.message()).data == frame
+        assert session.send_audio_nowait(b"\x01" * 320)
+    assert (await peer.message()).data == b"\x01" * 320
+    assert (await peer.message()).kind is MessageKind.CLOSE
+    assert session.stats.audio_frames_out == AUDIO_BACKLOG_FRAMES + 2
+    with pytest.raises(SessionClosedError):
+        session.send_audio_nowait(bytes(320))
 
 
 async def test_result_hook_opens_audio_before_frames_that_follow_the_response(

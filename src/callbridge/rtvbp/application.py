@@ -135,6 +135,17 @@ class Call:
             resampler = Resampler(self.sample_rate, sample_rate)
         return self._inbound.iterate(resampler)
 
+    def on_audio(self, callback: AudioSink | None) -> None:
+        """Hand each caller frame (20 ms L16 at the call's rate) to `callback` as it arrives,
+        instead of to `audio()`; None goes back to `audio()`.
+
+        The callback runs synchronously where the frame is read (on the picows listener: in
+        the socket's own callback, with no task in between), so it must not block; pair it with
+        `send_audio_nowait`. Its exceptions are logged once and counted
+        (`session.stats.audio_sink_errors`).
+        """
+        self.session.on_audio(self._inbound.put if callback is None else callback)
+
     @property
     def audio_frames_dropped(self) -> int:
         return self._inbound.dropped
@@ -153,6 +164,13 @@ class Call:
             await self._outbound.send_frame(pcm)  # the relay hot path: one exact frame
         else:
             await self._outbound.send(pcm, sample_rate=sample_rate, realtime=realtime)
+
+    def send_audio_nowait(self, frame: bytes) -> bool:
+        """Send one exact frame (`frame_bytes`) to the caller now, without waiting: for
+        synchronous code such as an `on_audio` callback. Returns False when the frame was
+        dropped because the voice peer reads slower than we send
+        (`session.stats.audio_frames_out_dropped`)."""
+        return self._outbound.send_frame_nowait(frame)
 
     async def flush_audio(self) -> None:
         """Send the trailing partial frame, padded with silence."""

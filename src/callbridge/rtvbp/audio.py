@@ -71,6 +71,17 @@ class OutboundAudio:
         else:
             await self._session.send_audio(frame)
 
+    def send_frame_nowait(self, frame: bytes) -> bool:
+        """One exact frame now, behind a pending partial frame if any; False when a frame was
+        dropped (the peer reads too slowly)."""
+        chunker = self._chunker
+        if not chunker.pending_bytes:
+            return self._session.send_audio_nowait(frame)
+        if len(frame) != self._frame_bytes:
+            raise ValueError(f"audio frame is {len(frame)} bytes, expected {self._frame_bytes}")
+        sent = [self._session.send_audio_nowait(piece) for piece in chunker.push(frame)]
+        return all(sent)
+
     async def flush(self, *, realtime: bool = False) -> int:
         """Send the trailing partial frame, padded with silence; returns frames sent (0 or 1)."""
         frame = self._chunker.flush(pad=True)

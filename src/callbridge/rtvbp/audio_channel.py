@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-AudioSink = Callable[[bytes], None]
-"""Receives one exact inbound audio frame (`frame_bytes` long, L16 little-endian PCM)."""
+AudioSink = Callable[[bytes], object]
+"""Receives one exact inbound audio frame (`frame_bytes` long, L16 little-endian PCM); what it
+returns is ignored."""
 
 
 @dataclass(slots=True)
@@ -24,6 +25,8 @@ class SessionStats:
     audio_bytes_in: int = 0
     audio_frames_out: int = 0
     audio_bytes_out: int = 0
+    audio_frames_out_dropped: int = 0
+    """Frames of `send_audio_nowait` not sent because the peer read slower than we sent."""
     audio_messages_dropped: int = 0
     """Binary messages received before audio was opened (discarded)."""
     audio_messages_resized: int = 0

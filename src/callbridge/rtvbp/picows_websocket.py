@@ -24,6 +24,7 @@ from callbridge.rtvbp.transport_base import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TIMEOUT_S,
+    BinaryReceiver,
     CachedClose,
     MessageKind,
     TransportClosedError,
@@ -51,6 +52,8 @@ class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
 
 PICOWS_LOG = _PicowsLog(logging.getLogger("callbridge.rtvbp.picows"))
 _LOST = TransportMessage(MessageKind.CLOSE, close_code=CLOSE_ABNORMAL)
+_BINARY = WSMsgType.BINARY
+"""Bound once: an enum member looked up per frame costs more than the rest of the check."""
 
 
 def _wire_code(code: int) -> WSCloseCode:
@@ -59,10 +62,11 @@ def _wire_code(code: int) -> WSCloseCode:
 
 
 class PicowsTransport(WSListener, CachedClose):
-    """The runtime's `Transport` over one picows server connection.
+    """The runtime's `DirectAudioTransport` over one picows server connection.
 
     Sends write the frame at once (picows is synchronous), so concurrent senders are ordered by
-    call order; the only wait is for the socket to drain when the peer reads too slowly.
+    call order; the only wait is for the socket to drain when the peer reads too slowly. With a
+    binary receiver set, audio goes from picows' frame callback to it with no task in between.
     """
 
     def __init__(self, max_message_bytes: int, heartbeat_s: float | None) -> None:
@@ -72,6 +76,7 @@ class PicowsTransport(WSListener, CachedClose):
         self._heartbeat: asyncio.TimerHandle | None = None
         self._pong_awaited = False
         self._received: deque[TransportMessage] = deque()
+        self._binary_receiver: BinaryReceiver | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
@@ -96,8 +101,12 @@ class PicowsTransport(WSListener, CachedClose):
 
     def on_ws_frame(self, transport: _PicowsSocket, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind is WSMsgType.BINARY and frame.fin:
-            self._deliver(TransportMessage(MessageKind.BINARY, frame.get_payload_as_bytes()))
+        if kind is _BINARY and frame.fin:
+            receiver = self._binary_receiver
+            if receiver is not None and not self._received:
+                receiver(frame.get_payload_as_bytes())
+            else:
+                self._deliver(TransportMessage(MessageKind.BINARY, frame.get_payload_as_bytes()))
         elif kind is WSMsgType.TEXT and frame.fin:
             self._deliver(TransportMessage(MessageKind.TEXT, frame.get_payload_as_bytes()))
         elif kind is WSMsgType.PONG:
@@ -224,6 +233,10 @@ class PicowsTransport(WSListener, CachedClose):
                 self._heartbeat_s / 2, self._send_ping
             )
 
+    def set_binary_receiver(self, receiver: BinaryReceiver | None) -> None:
+        """Binary messages to `receiver` as they arrive, while nothing waits to be read."""
+        self._binary_receiver = receiver
+
     async def receive(self) -> TransportMessage:
         """The next text or binary message, or the (cached) close; never raises for link loss."""
         while not self._received:
@@ -267,9 +280,20 @@ class PicowsTransport(WSListener, CachedClose):
         socket = self._socket
         if not self._sendable or socket is None:
             raise TransportClosedError("WebSocket is closed")
-        socket.send(WSMsgType.BINARY, data)
+        socket.send(_BINARY, data)
         if self._drained is not None and not self._drained.done():
             await self._drained
+
+    def send_binary_nowait(self, data: bytes) -> bool:
+        """Write one binary message now; False, with nothing written, while the socket drains."""
+        socket = self._socket
+        if not self._sendable or socket is None:
+            raise TransportClosedError("WebSocket is closed")
+        drained = self._drained
+        if drained is not None and not drained.done():
+            return False
+        socket.send(_BINARY, data)
+        return True
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after everything already sent; waits up to `CLOSE_TIMEOUT_S` for the peer."""

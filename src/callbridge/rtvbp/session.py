@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -45,6 +46,8 @@ from callbridge.rtvbp.transport_base import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    CLOSE_TIMEOUT_S,
+    DirectAudioTransport,
     MessageKind,
     Transport,
     TransportMessage,
@@ -68,6 +71,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+AUDIO_BACKLOG_FRAMES = 50
+"""Frames of `send_audio_nowait` that may wait for a transport without a synchronous send
+(1 s of 20 ms frames); beyond, they are dropped and counted."""
 
 
 class RtvbpSession:
@@ -96,6 +103,13 @@ class RtvbpSession:
         self._reader: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._direct = transport if isinstance(transport, DirectAudioTransport) else None
+        self._audio_backlog: deque[bytes] = deque()
+        """Frames of `send_audio_nowait` waiting for `_audio_writer` (transports without
+        `send_binary_nowait` only)."""
+        self._audio_writer: asyncio.Task[None] | None = None
+        self._audio_queued = asyncio.Event()
+        self._audio_written = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -105,6 +119,8 @@ class RtvbpSession:
             raise RuntimeError("session already started")
         if self.protocol.closed:
             raise SessionClosedError("session is closed")
+        if self._direct is not None:
+            self._direct.set_binary_receiver(self.protocol.audio.receive)
         self._reader = asyncio.create_task(self._read_loop(), name="rtvbp-reader")
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="rtvbp-dispatcher")
 
@@ -138,6 +154,7 @@ class RtvbpSession:
             await self.wait_closed()
             return
         try:
+            await self._audio_backlog_sent(CLOSE_TIMEOUT_S)
             await self._transport.close(code, reason)
         except Exception as error:
             logger.debug("transport close failed: %r", error)
@@ -245,18 +262,44 @@ class RtvbpSession:
         return self.protocol.audio.frame_bytes
 
     def on_audio(self, sink: AudioSink | None) -> None:
-        """Deliver each inbound audio frame to `sink`, synchronously on the reader task."""
+        """Deliver each inbound audio frame to `sink`, synchronously: on the transport's own
+        callback when it is a `DirectAudioTransport` (picows), else on the reader task."""
         self.protocol.audio.sink = sink
 
     async def send_audio(self, frame: bytes) -> None:
         """Send one exact audio frame; partial or oversized frames are refused."""
         protocol = self.protocol
         protocol.check_audio_frame(frame)
+        if self._audio_backlog:
+            await self._audio_backlog_sent(None)  # after the frames sent without waiting
         try:
             await self._transport.send_binary(frame)
         except Exception as error:
             raise SessionClosedError(f"audio send failed: {error!r}") from error
         protocol.audio_frame_sent(frame)
+
+    def send_audio_nowait(self, frame: bytes) -> bool:
+        """Send one exact audio frame without waiting (e.g. from an audio sink), in order with
+        `send_audio`. False when it was dropped because the peer reads slower than we send
+        (counted in `stats.audio_frames_out_dropped`): real-time audio cannot wait.
+
+        A `DirectAudioTransport` writes it at once; on others it waits for a writer task, at most
+        `AUDIO_BACKLOG_FRAMES` of them.
+        """
+        protocol = self.protocol
+        protocol.check_audio_frame(frame)
+        direct = self._direct
+        if direct is None:
+            return self._queue_audio(frame)
+        try:
+            sent = direct.send_binary_nowait(frame)
+        except Exception as error:
+            raise SessionClosedError(f"audio send failed: {error!r}") from error
+        if sent:
+            protocol.audio_frame_sent(frame)
+        else:
+            protocol.stats.audio_frames_out_dropped += 1
+        return sent
 
     # -- internals -------------------------------------------------------------------------
 
@@ -287,11 +330,53 @@ class RtvbpSession:
                 )
         return True
 
+    def _queue_audio(self, frame: bytes) -> bool:
+        backlog = self._audio_backlog
+        if len(backlog) >= AUDIO_BACKLOG_FRAMES:
+            self.stats.audio_frames_out_dropped += 1
+            return False
+        backlog.append(frame)
+        self._audio_written.clear()
+        if self._audio_writer is None:
+            self._audio_writer = asyncio.create_task(self._write_audio(), name="rtvbp-audio")
+        self._audio_queued.set()
+        return True
+
+    async def _write_audio(self) -> None:
+        """Send the backlog of `send_audio_nowait` on a transport that only sends awaiting."""
+        backlog = self._audio_backlog
+        queued = self._audio_queued
+        try:
+            while True:
+                while backlog:
+                    frame = backlog[0]
+                    await self._transport.send_binary(frame)
+                    backlog.popleft()
+                    self.protocol.audio_frame_sent(frame)
+                self._audio_written.set()
+                queued.clear()
+                await queued.wait()
+        except Exception as error:
+            logger.debug("audio send failed: %r", error)
+        finally:
+            backlog.clear()
+            self._audio_written.set()
+
+    async def _audio_backlog_sent(self, timeout_s: float | None) -> None:
+        """Wait until the frames of `send_audio_nowait` still in the backlog are sent."""
+        if not self._audio_backlog:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._audio_written.wait()
+        except TimeoutError:
+            logger.debug("audio backlog not sent within %s s", timeout_s)
+
     async def _stop_tasks(self) -> None:
         current = asyncio.current_task()
         tasks = [
             task
-            for task in (self._reader, self._dispatcher)
+            for task in (self._reader, self._dispatcher, self._audio_writer)
             if task is not None and task is not current and not task.done()
         ]
         try:
@@ -306,6 +391,7 @@ class RtvbpSession:
         transport = self._transport
         protocol = self.protocol
         audio = protocol.audio
+        binary, text = MessageKind.BINARY, MessageKind.TEXT  # bound once: looked up per frame
         while True:
             try:
                 message = await transport.receive()
@@ -313,9 +399,9 @@ class RtvbpSession:
                 logger.debug("transport receive failed: %r", error)
                 message = TransportMessage(MessageKind.CLOSE, close_code=CLOSE_ABNORMAL)
             kind = message.kind
-            if kind is MessageKind.BINARY:
+            if kind is binary:
                 audio.receive(message.data)
-            elif kind is MessageKind.TEXT:
+            elif kind is text:
                 received = protocol.receive_text(message.data, now_ms())
                 if type(received) is ResponseReceived:
                     self._resolve(received)

@@ -7,7 +7,8 @@ direction. It knows nothing about frames, catalogs or audio formats.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from callbridge.rtvbp.errors import SessionClosedError
 
@@ -104,4 +105,33 @@ class Transport(Protocol):
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Flush, then close with `code` (WebSocket close codes)."""
+        ...
+
+
+BinaryReceiver = Callable[[bytes], None]
+"""Takes one binary message as it arrives, on the transport's own callback; must not block."""
+
+
+@runtime_checkable
+class DirectAudioTransport(Transport, Protocol):
+    """A transport whose audio needs no task per message: binary messages go straight from the
+    socket's callback to a receiver, and a binary send writes at once without awaiting.
+
+    - After `set_binary_receiver(receiver)`, a binary message that arrives while no earlier
+      message waits to be read goes to `receiver` at once instead of to `receive()`; one that
+      arrives behind an unread message queues and comes from `receive()`, so the order of text
+      and binary stays the order of arrival. Once the link is closing nothing goes to
+      `receiver`.
+    - `send_binary_nowait` writes one binary message now, ordered with the other sends by call
+      order, and returns True. While the peer reads slower than we send (where `send_binary`
+      would wait for the socket to drain) it writes nothing and returns False, so what waits
+      for the peer stays bounded. Raises `TransportClosedError` once the link is closing.
+    """
+
+    def set_binary_receiver(self, receiver: BinaryReceiver | None) -> None:
+        """Deliver binary messages to `receiver` as they arrive (None: through `receive()`)."""
+        ...
+
+    def send_binary_nowait(self, data: bytes) -> bool:
+        """Write one binary message now; False (nothing written) while the socket is full."""
         ...

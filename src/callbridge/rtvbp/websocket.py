@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 
 _LINK_LOST = aiohttp.WSMessage(WSMsgType.CLOSED, None, None)
+_WS_BINARY, _BINARY = WSMsgType.BINARY, MessageKind.BINARY
+"""Bound once: an enum member looked up per audio frame costs more than the rest of a check."""
 
 _WebSocket = web.WebSocketResponse[bool] | aiohttp.ClientWebSocketResponse[bool]
 
@@ -99,7 +101,7 @@ class WebSocketTransport(CachedClose):
         if self._close_message is not None:
             raise TransportClosedError("WebSocket is closed")
         try:
-            await self._socket.send_frame(data, WSMsgType.BINARY)
+            await self._socket.send_frame(data, _WS_BINARY)
         except ConnectionError:
             raise TransportClosedError("WebSocket connection lost") from None
 
@@ -113,8 +115,8 @@ class WebSocketTransport(CachedClose):
             except (ConnectionError, aiohttp.ClientError):
                 message = _LINK_LOST  # e.g. answering a ping on a transport that just died
             kind = message.type
-            if kind is WSMsgType.BINARY:
-                return TransportMessage(MessageKind.BINARY, message.data)
+            if kind is _WS_BINARY:
+                return TransportMessage(_BINARY, message.data)
             if kind is WSMsgType.TEXT:
                 data = message.data
                 if isinstance(data, str):  # a socket made with decode_text=True
