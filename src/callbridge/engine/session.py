@@ -391,12 +391,12 @@ class MediaSession:
         for endpoint in self._tickers:
             endpoint.tick(now)
         dtmf = self.dtmf
-        dtmf.tick(now)
-        stages = self.plan.stages
-        for stage in stages:
+        if not dtmf.idle:
+            dtmf.tick(now)
+            if dtmf.idle:  # the one change of work that routing does not see
+                self._update_clock()
+        for stage in self.plan.stages:
             stage.run(tick, now)
-        if not stages and not self._tickers and dtmf.idle:
-            self._update_clock()
 
     def _on_periodic(self, now: float) -> None:
         if self.alive:

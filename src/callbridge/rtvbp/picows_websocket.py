@@ -103,7 +103,7 @@ class PicowsTransport(WSListener, CachedClose):
         kind = frame.msg_type
         if kind is _BINARY and frame.fin:
             receiver = self._binary_receiver
-            if receiver is not None and not self._received:
+            if receiver is not None and self._sendable and not self._received:
                 receiver(frame.get_payload_as_bytes())
             else:
                 self._deliver(TransportMessage(MessageKind.BINARY, frame.get_payload_as_bytes()))
